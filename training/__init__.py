@@ -1,0 +1,1 @@
+"""How a model learns: corpora, batches, the train step, runs and exports."""

@@ -1,0 +1,266 @@
+"""Sequence layers that run Arch 1 and Arch 2 over whole windows.
+
+They hold an `Arch1Cell` / `Arch2Cell` (so the weights and maths are the
+cells') and do everything that does not depend on the previous step outside
+the time loop: the input transform is a row gather of U for ids (or one
+matmul for the whole window), and so is Arch 1's input half in concat mode.
+What is left inside the loop is one `[batch, n] x [n, n]` matmul per step.
+"""
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from zoo.cells import Arch1Cell, Arch2Cell, check_choice, check_positive, FEEDBACKS
+
+
+def scan(step, sequence, initial, unroll=False):
+    """Runs `state = step(state, sequence[:, t])` over time; returns all states."""
+    if unroll and sequence.shape[1] is not None:
+        states, state = [], initial
+        for t in range(sequence.shape[1]):
+            state = step(state, sequence[:, t])
+            states.append(state)
+        return tf.stack(states, axis=1)
+    time_major = tf.transpose(sequence, [1, 0, 2])
+    return tf.transpose(tf.scan(step, time_major, initializer=initial), [1, 0, 2])
+
+
+def project(cell, inputs, token_inputs):
+    if token_inputs:
+        return ops.take(cell.kernel, inputs, axis=0)
+    return ops.matmul(inputs, cell.kernel)
+
+
+@keras.saving.register_keras_serializable(package="charzoo")
+class Arch1(keras.Layer):
+    """Arch 1 over a whole sequence, carrying the state in and out.
+
+    Computes exactly what `keras.layers.RNN(Arch1Cell(...))` computes, with
+    the work that does not depend on the previous step done once per window.
+
+    Args:
+        units: int. See `Arch1Cell`.
+        vocabulary_size: int or None. If set, the inputs are integer ids in
+            `[0, vocabulary_size)` (a one-hot input, done as a row gather of
+            U); otherwise they are float features `[batch, time, dim]`.
+        activation: `"relu"` or `"tanh"`.
+        combine: `"concat"` or `"add"`.
+        use_bias: bool.
+        kernel_initializer: initializer of U.
+        recurrent_initializer: initializer of W.
+        bias_initializer: initializer of b.
+        unroll: bool. Unroll the time loop when the window length is static.
+
+    Example:
+    >>> layer = Arch1(units=8, vocabulary_size=27)
+    >>> sequence, state = layer(np.zeros((2, 5), "int32"), np.zeros((2, 16), "float32"))
+    >>> sequence.shape, state.shape
+    ((2, 5, 16), (2, 16))
+    """
+
+    def __init__(
+        self,
+        units,
+        vocabulary_size=None,
+        activation="relu",
+        combine="concat",
+        use_bias=True,
+        kernel_initializer=None,
+        recurrent_initializer=None,
+        bias_initializer="zeros",
+        unroll=False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if vocabulary_size is not None:
+            check_positive("vocabulary_size", vocabulary_size)
+        self.cell = Arch1Cell(
+            units,
+            activation=activation,
+            combine=combine,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            recurrent_initializer=recurrent_initializer,
+            bias_initializer=bias_initializer,
+            name="cell",
+        )
+        self.units = units
+        self.vocabulary_size = vocabulary_size
+        self.activation = activation
+        self.combine = combine
+        self.use_bias = use_bias
+        self.unroll = unroll
+        self.state_size = self.cell.state_size
+
+    def build(self, inputs_shape, initial_state_shape=None):
+        input_dim = self.vocabulary_size or inputs_shape[-1]
+        self.cell.build((None, input_dim))
+
+    def call(self, inputs, initial_state):
+        cell, n = self.cell, self.units
+        projected = project(cell, inputs, self.vocabulary_size is not None)
+        bias = cell.bias if cell.bias is not None else ops.zeros((cell.state_size,))
+        if self.combine == "add":
+            driven = projected + bias
+            recurrent_kernel = cell.recurrent_kernel
+            previous = initial_state
+        else:
+            # h_t = [act(x_t·U + b_in), act(h_{t-1}·W + b_rec)]: the first half never
+            # sees the past, and its contribution to the next step's second half
+            # is one matmul for the whole window.
+            first = cell.activate(projected + bias[:n])
+            previous_first = ops.concatenate(
+                [initial_state[:, None, :n], first[:, :-1]], axis=1
+            )
+            driven = ops.matmul(previous_first, cell.recurrent_kernel[:n]) + bias[n:]
+            recurrent_kernel = cell.recurrent_kernel[n:]
+            previous = initial_state[:, n:]
+
+        def step(state, driven_t):
+            return cell.activate(driven_t + ops.matmul(state, recurrent_kernel))
+
+        recurrent = scan(step, driven, previous, self.unroll)
+        sequence = recurrent if self.combine == "add" else ops.concatenate([first, recurrent], -1)
+        return sequence, sequence[:, -1]
+
+    def compute_output_spec(self, inputs, initial_state):
+        batch, time = inputs.shape[0], inputs.shape[1]
+        return (
+            keras.KerasTensor((batch, time, self.state_size), dtype=self.compute_dtype),
+            keras.KerasTensor((batch, self.state_size), dtype=self.compute_dtype),
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        cell_config = self.cell.get_config()
+        config.update(
+            {
+                "units": self.units,
+                "vocabulary_size": self.vocabulary_size,
+                "activation": self.activation,
+                "combine": self.combine,
+                "use_bias": self.use_bias,
+                "kernel_initializer": cell_config["kernel_initializer"],
+                "recurrent_initializer": cell_config["recurrent_initializer"],
+                "bias_initializer": cell_config["bias_initializer"],
+                "unroll": self.unroll,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="charzoo")
+class Arch2(keras.Layer):
+    """Arch 2 over a whole sequence of characters, carrying the state in and out.
+
+    The state is the fed-back `o`. In training (teacher forcing) and when
+    free-running with sampled feedback, the fed-back one-hot of the previous
+    character is the one-hot of the current input id (`feedback_ids`), so all
+    steps are computed at once; the state then only records whether a
+    previous character exists (zeros at the start of a stream). With
+    `feedback="probs"` outside training, the softmax of each step is fed to
+    the next, which needs the time loop.
+
+    Args:
+        units: int. See `Arch2Cell`.
+        vocabulary_size: int. Size of the alphabet, and of `o`.
+        token_inputs: bool. Whether the inputs are ids (else float features,
+            as in the upper layers of a stack).
+        activation: `"tanh"` or `"relu"`.
+        feedback: `"sample"` or `"probs"`, what is fed back when generating.
+        use_bias: bool.
+        kernel_initializer: initializer of U and V.
+        recurrent_initializer: initializer of W.
+        bias_initializer: initializer of b and c.
+
+    Example:
+    >>> layer = Arch2(units=4, vocabulary_size=27)
+    >>> ids = np.zeros((2, 5), "int32")
+    >>> logits, state = layer(ids, np.zeros((2, 27), "float32"), ids)
+    >>> logits.shape
+    (2, 5, 27)
+    """
+
+    def __init__(
+        self,
+        units,
+        vocabulary_size,
+        token_inputs=True,
+        activation="tanh",
+        feedback="sample",
+        use_bias=True,
+        kernel_initializer=None,
+        recurrent_initializer=None,
+        bias_initializer="zeros",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        check_choice("feedback", feedback, FEEDBACKS)
+        self.cell = Arch2Cell(
+            units,
+            vocabulary_size,
+            activation=activation,
+            feedback=feedback,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            recurrent_initializer=recurrent_initializer,
+            bias_initializer=bias_initializer,
+            name="cell",
+        )
+        self.units = units
+        self.vocabulary_size = vocabulary_size
+        self.token_inputs = token_inputs
+        self.activation = activation
+        self.feedback = feedback
+        self.use_bias = use_bias
+        self.state_size = vocabulary_size
+
+    def build(self, inputs_shape, initial_state_shape=None, feedback_ids_shape=None):
+        input_dim = self.vocabulary_size if self.token_inputs else inputs_shape[-1]
+        self.cell.build((None, input_dim))
+
+    def call(self, inputs, initial_state, feedback_ids, training=False):
+        cell, size = self.cell, self.vocabulary_size
+        projected = project(cell, inputs, self.token_inputs)
+        if training or self.feedback == "sample":
+            started = ops.cast(ops.max(initial_state, axis=-1, keepdims=True) > 0, "float32")
+            fed_back = ops.one_hot(feedback_ids, size, dtype="float32")
+            fed_back = ops.concatenate(
+                [fed_back[:, :1] * started[:, None], fed_back[:, 1:]], axis=1
+            )
+            last = ops.one_hot(feedback_ids[:, -1], size, dtype="float32")
+            return cell.output_logits(projected, fed_back), last
+
+        def step(fed, projected_t):
+            return ops.softmax(cell.output_logits(projected_t, fed))
+
+        # The loop carries softmax(logits); logits are recomputed from it once, in parallel.
+        probabilities = scan(step, projected, initial_state)
+        previous = ops.concatenate([initial_state[:, None], probabilities[:, :-1]], axis=1)
+        return cell.output_logits(projected, previous), probabilities[:, -1]
+
+    def compute_output_spec(self, inputs, initial_state, feedback_ids, training=False):
+        batch, time = inputs.shape[0], inputs.shape[1]
+        return (
+            keras.KerasTensor((batch, time, self.vocabulary_size), dtype=self.compute_dtype),
+            keras.KerasTensor((batch, self.vocabulary_size), dtype=self.compute_dtype),
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        cell_config = self.cell.get_config()
+        config.update(
+            {
+                "units": self.units,
+                "vocabulary_size": self.vocabulary_size,
+                "token_inputs": self.token_inputs,
+                "activation": self.activation,
+                "feedback": self.feedback,
+                "use_bias": self.use_bias,
+                "kernel_initializer": cell_config["kernel_initializer"],
+                "recurrent_initializer": cell_config["recurrent_initializer"],
+                "bias_initializer": cell_config["bias_initializer"],
+            }
+        )
+        return config
