@@ -4,6 +4,8 @@ import argparse
 import json
 import os
 import sys
+import time
+from pathlib import Path
 
 
 def quiet_tensorflow():
@@ -29,6 +31,65 @@ def cmd_models(args):
     print(format_table(["name", "family", "units", "layers", "parameters", "description"], rows))
 
 
+def training_overrides(args):
+    """The command line's settings as "key=value" overrides, named flags first."""
+    flags = {"data": args.data, "normalize": args.normalize, "batch_size": args.batch_size,
+             "unrollings": args.unrollings, "learning_rate": args.learning_rate,
+             "steps": args.steps, "epochs": args.epochs, "max_time": args.max_time,
+             "seed": args.seed}
+    return [f"{k}={v}" for k, v in flags.items() if v is not None] + list(args.set)
+
+
+def cmd_train(args):
+    from training import config as configuration, data
+    from training.train import TrainingError, train
+
+    run_dir = Path(args.run_dir or Path("runs") / args.preset.lower())
+    saved = run_dir / "config.json"
+    try:
+        if saved.exists():
+            values = json.loads(saved.read_text())
+            if values["preset"] != args.preset.lower():
+                raise UserError(f"{run_dir} holds a {values['preset']} run; choose another --run-dir")
+            config = configuration.override(values, training_overrides(args))
+        else:
+            config = configuration.resolve(args.preset, training_overrides(args))
+        print(f"charzoo: training {config.preset} into {run_dir} on {config.data}", flush=True)
+        metrics = train(config, run_dir)
+    except (ValueError, data.DataError, TrainingError) as error:
+        raise UserError(str(error)) from None
+    if "interrupted" not in metrics:
+        print(f"charzoo: {metrics['steps']} steps, {metrics['chars_per_second']:,.0f} chars/s; "
+              f"validation {metrics['valid_bpc']:.3f} bpc, test {metrics['test_bpc']:.3f} bpc "
+              f"(uniform {metrics['uniform_bpc']:.3f})")
+    return None
+
+
+def cmd_eval(args):
+    from training import data
+    from training.run import load_run_model
+    from training.trainer import Trainer, make_optimizer
+
+    try:
+        config, alphabet, model = load_run_model(Path(args.run))
+        corpus = data.load(args.data or config.data, args.normalize or config.normalize)
+    except (ValueError, data.DataError, FileNotFoundError) as error:
+        raise UserError(str(error)) from None
+    if corpus.alphabet != alphabet:
+        raise UserError(f"{args.data}: its alphabet differs from the one {args.run} was trained on")
+    trainer = Trainer(model, make_optimizer(config), config.clip_norm)
+    started = time.monotonic()
+    metrics = trainer.evaluate(corpus.split(args.split), config.eval_streams)
+    result = {"bpc": metrics["bpc"], "split": args.split, "characters": metrics["characters"],
+              "loss_nats": metrics["loss"], "corpus": corpus.name, "run": str(args.run),
+              "seconds": time.monotonic() - started}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{args.split}: {result['bpc']:.4f} bits per character over "
+              f"{result['characters']:,} characters of {corpus.name}")
+
+
 def format_table(header, rows):
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip()
@@ -36,10 +97,37 @@ def format_table(header, rows):
     return "\n".join(lines)
 
 
+def add_data_arguments(parser):
+    parser.add_argument("--data", help="text8 (default), builtin, or a path to text8.zip / a text file")
+    parser.add_argument("--normalize", choices=["text8"], help="map the text to text8's alphabet")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="charzoo", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("models", help="list the presets").set_defaults(run=cmd_models)
+
+    train = commands.add_parser("train", help="train a preset (resumes an existing run)")
+    train.add_argument("preset", help="preset name (see `charzoo models`)")
+    train.add_argument("--run-dir", help="run directory (default runs/PRESET)")
+    add_data_arguments(train)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--unrollings", type=int)
+    train.add_argument("--learning-rate", type=float)
+    train.add_argument("--steps", type=int, help="stop after this many steps in all")
+    train.add_argument("--epochs", type=float, help="stop after this many epochs")
+    train.add_argument("--max-time", type=float, help="stop cleanly after SECONDS, then evaluate")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="any config field, or model.ARGUMENT (repeatable)")
+    train.set_defaults(run=cmd_train)
+
+    evaluate = commands.add_parser("eval", help="bits per character of a run on a split")
+    evaluate.add_argument("run", help="run directory")
+    add_data_arguments(evaluate)
+    evaluate.add_argument("--split", choices=["valid", "test", "train"], default="valid")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.set_defaults(run=cmd_eval)
     return parser
 
 

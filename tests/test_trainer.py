@@ -1,0 +1,107 @@
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from training import config as configuration
+from training.batches import Windows
+from training.trainer import Trainer, learning_rate_schedule, make_optimizer
+from zoo import CharLM
+
+
+def tiny_config(preset="arch1", *overrides):
+    return configuration.resolve(preset, ["model.units=8", *overrides])
+
+
+def sgd_trainer(model, learning_rate, clip_norm):
+    return Trainer(model, keras.optimizers.SGD(learning_rate), clip_norm)
+
+
+def test_clipping_bounds_the_applied_update():
+    model = CharLM("arch1", 5, 8)
+    trainer = sgd_trainer(model, learning_rate=1.0, clip_norm=0.01)
+    inputs = tf.constant(np.random.default_rng(0).integers(0, 5, (4, 6)), tf.int32)
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    out = trainer.train_step(inputs, tf.roll(inputs, -1, 1), model.initial_state(4))
+    after = [v.numpy() for v in model.trainable_variables]
+    update_norm = math.sqrt(sum(float(np.sum((a - b) ** 2)) for a, b in zip(after, before)))
+    assert float(out["grad_norm"]) > 0.01 and bool(out["clipped"])
+    assert update_norm == pytest.approx(0.01, rel=1e-4)
+
+
+def test_unclipped_step_is_plain_sgd():
+    model = CharLM("gru", 5, 4)
+    trainer = sgd_trainer(model, learning_rate=0.5, clip_norm=1e6)
+    inputs = tf.constant(np.random.default_rng(1).integers(0, 5, (2, 3)), tf.int32)
+    state = model.initial_state(2)
+    _, gradients, _ = trainer.gradients(inputs, inputs, state)
+    expected = [v.numpy() - 0.5 * g.numpy()
+                for v, g in zip(model.trainable_variables, gradients)]
+    out = trainer.train_step(inputs, inputs, state)
+    assert not bool(out["clipped"])
+    for variable, value in zip(model.trainable_variables, expected):
+        np.testing.assert_allclose(variable.numpy(), value, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("staircase, step, expected", [
+    (True, 0, 2.5), (True, 79_999, 2.5), (True, 80_000, 2.5 * 0.75), (True, 200_000, 2.5 * 0.75**2),
+    (False, 40_000, 2.5 * 0.75**0.5),
+])
+def test_schedule_gives_the_documented_learning_rate(staircase, step, expected):
+    config = configuration.resolve("arch1", [f"staircase={staircase}"])
+    assert float(learning_rate_schedule(config)(step)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_optimizer_follows_the_schedule_as_it_steps():
+    config = configuration.resolve("arch2", ["model.units=4", "decay_steps=2"])
+    model = CharLM(vocabulary_size=5, **config.model)
+    trainer = Trainer(model, make_optimizer(config), config.clip_norm)
+    inputs = tf.zeros((2, 3), tf.int32)
+    rates = []
+    for _ in range(5):
+        rates.append(trainer.learning_rate())
+        trainer.train_step(inputs, inputs, model.initial_state(2))
+    np.testing.assert_allclose(rates, [2.5, 2.5, 0.25, 0.25, 0.025], rtol=1e-6)
+
+
+def test_non_finite_step_changes_nothing():
+    model = CharLM("arch1", 5, 4)
+    trainer = sgd_trainer(model, 1.0, 1.0)
+    logits_bias = model.get_layer("logits").bias
+    logits_bias.assign([np.inf, 0, 0, 0, 0])
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    state = tf.ones((2, model.state_size))
+    out = trainer.train_step(tf.zeros((2, 3), tf.int32), tf.ones((2, 3), tf.int32), state)
+    assert not bool(out["finite"])
+    np.testing.assert_array_equal(out["state"], state)
+    assert int(trainer.optimizer.iterations) == 0
+    for variable, value in zip(model.trainable_variables, before):
+        np.testing.assert_array_equal(variable.numpy(), value)
+
+
+def test_uniform_model_scores_log2_of_the_alphabet():
+    model = CharLM("arch1", 27, 4)
+    model.set_weights([np.zeros_like(w) for w in model.get_weights()])
+    trainer = sgd_trainer(model, 1.0, 1.0)
+    ids = np.random.default_rng(2).integers(0, 27, 1001).astype(np.uint8)
+    metrics = trainer.evaluate(ids, streams=7, window=16)
+    assert metrics["bpc"] == pytest.approx(math.log2(27), rel=1e-6)
+    assert metrics["characters"] == 7 * (1000 // 7)
+
+
+@pytest.mark.parametrize("preset", ["arch1", "arch1-add", "arch2", "irnn", "lstm", "gru"])
+def test_loss_falls_on_a_learnable_corpus(preset):
+    keras.utils.set_random_seed(0)
+    config = tiny_config(preset, "batch_size=8", "unrollings=10")
+    ids = np.tile(np.array([1, 2, 3, 0, 4, 4, 0], np.uint8), 200)
+    model = CharLM(vocabulary_size=5, **config.model)
+    trainer = Trainer(model, keras.optimizers.Adam(0.03), config.clip_norm)
+    windows = Windows(ids, config.batch_size, config.unrollings)
+    state, losses = model.initial_state(config.batch_size), []
+    for step in range(60):
+        out = trainer.train_step(*windows[step % len(windows)], state)
+        state = out["state"]
+        losses.append(float(out["loss"]))
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])

@@ -1,0 +1,186 @@
+"""Corpora as one byte per character: text8, text files, the embedded default.
+
+Every corpus is split by position, as the text8 literature does: the first
+90% trains, the next 5% validates, the last 5% tests.
+"""
+
+import dataclasses
+import os
+import re
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+TEXT8_ALPHABET = " abcdefghijklmnopqrstuvwxyz"
+TEXT8_URL = "http://mattmahoney.net/dc/text8.zip"
+TEXT8_ZIP_BYTES = 31_344_016
+TEXT8_CHARACTERS = 100_000_000
+SPLIT = (0.9, 0.05, 0.05)
+DIGITS = "zero one two three four five six seven eight nine".split()
+
+
+class DataError(Exception):
+    """A corpus cannot be had or is not what it claims to be; the message says what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Corpus:
+    """A corpus held as ids, one byte per character.
+
+    Attributes:
+        name: where it came from (`text8`, `builtin` or a path).
+        alphabet: the characters; id i is `alphabet[i]`.
+        normalize: `"text8"` if the text was mapped to text8's alphabet, else None.
+        train, valid, test: uint8 id arrays of the 90/5/5 split.
+        dropped: characters of valid/test outside the training alphabet, left out.
+    """
+
+    name: str
+    alphabet: str
+    normalize: str | None
+    train: np.ndarray
+    valid: np.ndarray
+    test: np.ndarray
+    dropped: int = 0
+
+    def split(self, name):
+        if name not in ("train", "valid", "test"):
+            raise DataError(f"unknown split {name!r}; valid choices are: 'train', 'valid', 'test'")
+        return getattr(self, name)
+
+    def decode(self, ids):
+        return "".join(self.alphabet[i] for i in ids)
+
+
+def cache_dir():
+    return Path(os.environ.get("CHARZOO_DATA") or Path.home() / ".cache" / "charzoo")
+
+
+def normalize_text8(text):
+    """Maps English text to text8's alphabet, as text8 itself was made."""
+    text = text.lower()
+    text = re.sub(r"[0-9]", lambda m: f" {DIGITS[int(m.group())]} ", text)
+    return re.sub(r"[^a-z]+", " ", text).strip()
+
+
+def split_bytes(data):
+    """Positions of the 90/5/5 split of `data`."""
+    first = int(len(data) * SPLIT[0])
+    second = first + int(len(data) * SPLIT[1])
+    return data[:first], data[first:second], data[second:]
+
+
+def encode(data, alphabet):
+    """Maps a uint8 array of character codes to ids; codes outside `alphabet` map to 255."""
+    table = np.full(256, 255, np.uint8)
+    table[np.frombuffer(alphabet.encode("latin-1"), np.uint8)] = np.arange(len(alphabet))
+    return table[data]
+
+
+def corpus_from_text(name, text, normalize=None):
+    if normalize == "text8":
+        text = normalize_text8(text)
+    elif normalize is not None:
+        raise DataError(f"unknown normalization {normalize!r}; valid choices are: 'text8'")
+    if len(text) < 100:
+        raise DataError(f"corpus {name!r} has {len(text)} characters; at least 100 are needed")
+    if normalize == "text8":
+        return corpus_from_codes(name, np.frombuffer(text.encode("ascii"), np.uint8), "text8")
+    # Alphabets beyond one byte: ids index the sorted characters of the training split.
+    train_text, valid_text, test_text = split_bytes(text)
+    alphabet = "".join(sorted(set(train_text)))
+    if len(alphabet) > 255:
+        raise DataError(f"{name}: {len(alphabet)} distinct characters; at most 255 are supported")
+    index = {c: i for i, c in enumerate(alphabet)}
+    unknown = sum(c not in index for c in valid_text + test_text)
+    arrays = [np.fromiter((index[c] for c in part if c in index), np.uint8)
+              for part in (train_text, valid_text, test_text)]
+    return Corpus(name, alphabet, None, *arrays, dropped=unknown)
+
+
+def corpus_from_codes(name, codes, normalize):
+    train, valid, test = (encode(part, TEXT8_ALPHABET) for part in split_bytes(codes))
+    for part in (train, valid, test):
+        if (part == 255).any():
+            raise DataError(f"{name}: characters outside text8's alphabet [a-z ]")
+    return Corpus(name, TEXT8_ALPHABET, normalize, train, valid, test)
+
+
+def read_text8_zip(path, expected_characters=TEXT8_CHARACTERS):
+    """The 100M characters of a text8.zip as uint8 codes, verified."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            member = archive.namelist()[0]
+            codes = np.frombuffer(archive.read(member), np.uint8)
+    except (zipfile.BadZipFile, IndexError, OSError, EOFError) as error:
+        raise DataError(f"{path} is not a readable text8.zip ({error})") from None
+    if expected_characters is not None and len(codes) != expected_characters:
+        raise DataError(f"{path} unzips to {len(codes):,} characters, expected {expected_characters:,}")
+    if (encode(codes, TEXT8_ALPHABET) == 255).any():
+        raise DataError(f"{path} holds characters outside [a-z ]; it is not text8")
+    return codes
+
+
+def download(url, destination, expected_bytes, expected_characters, timeout=30):
+    """Downloads through a temporary file, verifies it, then renames it into place."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=destination.parent, suffix=".part")
+    try:
+        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            while chunk := response.read(1 << 20):
+                out.write(chunk)
+        size = os.path.getsize(temporary)
+        if size != expected_bytes:
+            raise DataError(f"download of {url} gave {size:,} bytes, expected {expected_bytes:,}")
+        read_text8_zip(temporary, expected_characters)
+        os.replace(temporary, destination)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def text8_codes(directory=None, url=TEXT8_URL, expected_bytes=TEXT8_ZIP_BYTES,
+                expected_characters=TEXT8_CHARACTERS):
+    """text8 from the cache, downloading and verifying it on first use."""
+    path = Path(directory or cache_dir()) / "text8.zip"
+    if not path.exists():
+        print(f"charzoo: downloading text8 from {url} to {path}", flush=True)
+        try:
+            download(url, path, expected_bytes, expected_characters)
+        except (urllib.error.URLError, OSError) as error:
+            raise DataError(
+                f"text8 is not in {path.parent} and cannot be downloaded from {url} ({error}). "
+                f"Put text8.zip ({expected_bytes:,} bytes) at {path} (or set CHARZOO_DATA to its "
+                "folder), or train on another corpus: --data builtin, or --data PATH for a text "
+                "file (with --normalize text8 to map it to text8's alphabet)."
+            ) from None
+    return read_text8_zip(path, expected_characters)
+
+
+def builtin_text():
+    """English prose every Python installation carries: the documentation's topics."""
+    from pydoc_data.topics import topics
+
+    return "\n".join(topics[key] for key in sorted(topics))
+
+
+def load(spec="text8", normalize=None):
+    """Loads the corpus named by `spec`: "text8", "builtin", or a path to a text8.zip or text file."""
+    if spec == "text8":
+        return corpus_from_codes("text8", text8_codes(), "text8")
+    if spec == "builtin":
+        return corpus_from_text("builtin", builtin_text(), "text8")
+    path = Path(spec)
+    if not path.is_file():
+        raise DataError(f"no corpus at {spec!r}: give 'text8', 'builtin' or the path of a file")
+    if zipfile.is_zipfile(path):
+        return corpus_from_codes(str(path), read_text8_zip(path, None), "text8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path} is not UTF-8 text ({error})") from None
+    return corpus_from_text(str(path), text, normalize)

@@ -1,0 +1,130 @@
+"""The custom train step, evaluation in bits per character, and quick samples."""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from training.batches import evaluation_windows
+
+OPTIMIZER_CLASSES = {
+    "adadelta": keras.optimizers.Adadelta,
+    "sgd": keras.optimizers.SGD,
+    "adam": keras.optimizers.Adam,
+    "rmsprop": keras.optimizers.RMSprop,
+}
+
+
+def learning_rate_schedule(config):
+    return keras.optimizers.schedules.ExponentialDecay(
+        config.learning_rate, config.decay_steps, config.decay_rate, staircase=config.staircase
+    )
+
+
+def make_optimizer(config):
+    # No clipnorm here: Keras' clipnorm clips each tensor alone; the train step
+    # clips the global norm itself, so it can also report the norm it saw.
+    return OPTIMIZER_CLASSES[config.optimizer](learning_rate=learning_rate_schedule(config))
+
+
+def cross_entropy(logits, targets):
+    """Mean cross-entropy in nats over every unrolling and stream."""
+    return tf.reduce_mean(
+        tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+    )
+
+
+class Trainer:
+    """Compiled steps for one model: train (clip, update), evaluate, gradients.
+
+    Args:
+        model: a `zoo.CharLM`.
+        optimizer: a Keras optimizer (its learning rate a schedule or a float).
+        clip_norm: float. Gradients are scaled down to this global norm.
+    """
+
+    def __init__(self, model, optimizer, clip_norm):
+        self.model = model
+        self.optimizer = optimizer
+        self.clip_norm = clip_norm
+        optimizer.build(model.trainable_variables)
+        windows = tf.TensorSpec([None, None], tf.int32)
+        state = tf.TensorSpec([None, model.state_size], tf.float32)
+        self.train_step = tf.function(self._train_step, input_signature=[windows, windows, state])
+        self.eval_step = tf.function(self._eval_step, input_signature=[windows, windows, state])
+        self.gradients = tf.function(self._gradients, input_signature=[windows, windows, state])
+
+    def _gradients(self, inputs, targets, state):
+        with tf.GradientTape() as tape:
+            logits, new_state = self.model([inputs, state], training=True)
+            loss = cross_entropy(logits, targets)
+        gradients = tape.gradient(loss, self.model.trainable_variables)
+        # The gather of U's rows gives IndexedSlices whose repeated rows would make
+        # the global norm wrong; U is small, so densify.
+        return loss, [tf.convert_to_tensor(g) for g in gradients], new_state
+
+    def _train_step(self, inputs, targets, state):
+        loss, gradients, new_state = self._gradients(inputs, targets, state)
+        norm = tf.linalg.global_norm(gradients)
+        finite = tf.math.is_finite(loss) & tf.math.is_finite(norm)
+        clipped, _ = tf.clip_by_global_norm(gradients, self.clip_norm, use_norm=norm)
+
+        def apply():
+            self.optimizer.apply_gradients(zip(clipped, self.model.trainable_variables))
+            return tf.constant(True)
+
+        # A non-finite step changes nothing: no update, and the state it produced is dropped.
+        tf.cond(finite, apply, lambda: tf.constant(False))
+        return {
+            "loss": loss,
+            "grad_norm": norm,
+            "clipped": finite & (norm > self.clip_norm),
+            "finite": finite,
+            "state": tf.where(finite, new_state, state),
+        }
+
+    def _eval_step(self, inputs, targets, state):
+        logits, new_state = self.model([inputs, state], training=False)
+        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+        return tf.reduce_sum(tf.cast(losses, tf.float64)), new_state
+
+    def learning_rate(self):
+        return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
+
+    def evaluate(self, ids, streams=128, window=256, max_characters=None):
+        """Bits per character over `ids`, the state carried through parallel streams."""
+        if max_characters is not None and len(ids) > max_characters + 1:
+            ids = ids[: max_characters + 1]
+        total, count = 0.0, 0
+        state = None
+        for inputs, targets in evaluation_windows(ids, streams, window):
+            if state is None:
+                state = self.model.initial_state(len(inputs))
+            loss, state = self.eval_step(inputs, targets, state)
+            total += float(loss)
+            count += targets.size
+        if count == 0:
+            raise ValueError("nothing to evaluate: the split has fewer than 2 characters")
+        loss = total / count
+        return {"loss": loss, "bpc": loss / math.log(2), "characters": count}
+
+
+def sample_text(model, alphabet, prime, length, seed, temperature=1.0):
+    """A sample continuing `prime`, one character per model call (for logs, not serving)."""
+    index = {c: i for i, c in enumerate(alphabet)}
+    ids = [index[c] for c in prime if c in index] or [0]
+    step = tf.function(lambda x, s: model([x, s], training=False), reduce_retracing=True)
+    logits, state = step(tf.constant([ids], tf.int32), model.initial_state(1))
+    out = []
+    for t in range(length):
+        scaled = logits[:, -1] / temperature
+        next_id = tf.random.stateless_categorical(scaled, 1, seed=[seed, t], dtype=tf.int32)
+        out.append(int(next_id[0, 0]))
+        logits, state = step(next_id, state)
+    return "".join(alphabet[i] for i in out)
+
+
+def set_seed(seed):
+    keras.utils.set_random_seed(seed)
+    np.random.seed(seed)
