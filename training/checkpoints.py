@@ -27,7 +27,7 @@ class Checkpoints:
             try:
                 self.checkpoint.restore(path).assert_existing_objects_matched()
                 return path
-            except (tf.errors.OpError, AssertionError, ValueError) as error:
+            except Exception as error:  # noqa: BLE001 - any failure to read means unusable
                 first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
                 warnings.warn(f"checkpoint {path} is unreadable ({first_line}); trying the one before")
         return None

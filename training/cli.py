@@ -9,8 +9,18 @@ from pathlib import Path
 
 
 def quiet_tensorflow():
+    """Imports TensorFlow with its native start-up chatter (CUDA probing, oneDNN) muted."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    # Those lines are written by C++ before any Python setting applies, so mute the fd.
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 class UserError(Exception):
@@ -105,7 +115,7 @@ def add_data_arguments(parser):
 def build_parser():
     parser = argparse.ArgumentParser(prog="charzoo", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("models", help="list the presets").set_defaults(run=cmd_models)
+    commands.add_parser("models", help="list the presets").set_defaults(handler=cmd_models)
 
     train = commands.add_parser("train", help="train a preset (resumes an existing run)")
     train.add_argument("preset", help="preset name (see `charzoo models`)")
@@ -120,14 +130,14 @@ def build_parser():
     train.add_argument("--seed", type=int)
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="any config field, or model.ARGUMENT (repeatable)")
-    train.set_defaults(run=cmd_train)
+    train.set_defaults(handler=cmd_train)
 
     evaluate = commands.add_parser("eval", help="bits per character of a run on a split")
     evaluate.add_argument("run", help="run directory")
     add_data_arguments(evaluate)
     evaluate.add_argument("--split", choices=["valid", "test", "train"], default="valid")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
-    evaluate.set_defaults(run=cmd_eval)
+    evaluate.set_defaults(handler=cmd_eval)
     return parser
 
 
@@ -135,7 +145,7 @@ def main(argv=None):
     quiet_tensorflow()
     args = build_parser().parse_args(argv)
     try:
-        result = args.run(args)
+        result = args.handler(args)
     except UserError as error:
         print(f"charzoo: error: {error}", file=sys.stderr)
         return 2

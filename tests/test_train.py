@@ -1,0 +1,124 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from training import config as configuration
+from training import data
+from training.cli import main
+from training.run import load_run_model
+from training.train import TrainingError, train
+
+WORDS = "the quick brown fox jumps over a lazy dog and then runs far away".split()
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    rng = np.random.default_rng(0)
+    return data.corpus_from_text("words", " ".join(rng.choice(WORDS, 6000)), "text8")
+
+
+def small(preset="arch1", *overrides):
+    return configuration.resolve(preset, [
+        "model.units=8", "batch_size=4", "unrollings=8", "optimizer=adam", "learning_rate=0.02",
+        "eval_every=10", "checkpoint_every=10", "log_every=5", "histogram_every=10",
+        "eval_characters=2000", "sample_length=20", *overrides])
+
+
+def test_a_run_trains_evaluates_and_writes_everything(tmp_path, corpus):
+    metrics = train(small("arch1", "steps=40"), tmp_path / "run", corpus)
+    run = tmp_path / "run"
+    for name in ("config.json", "alphabet.json", "metrics.json", "model.keras", "checkpoints", "logs"):
+        assert (run / name).exists(), name
+    assert metrics["steps"] == 40 and metrics["characters_seen"] == 40 * 4 * 8
+    assert metrics["valid_bpc"] < metrics["uniform_bpc"] - 1.0  # words are easy to learn
+    assert metrics["valid_characters"] == 4 * ((len(corpus.valid) - 1) // 4) or metrics["valid_characters"] > 0
+    assert json.loads((run / "metrics.json").read_text())["test_bpc"] == metrics["test_bpc"]
+    saved = configuration.Config.from_json((run / "config.json").read_text())
+    assert saved.model["units"] == 8 and saved.steps == 40
+    _, alphabet, model = load_run_model(run)
+    assert alphabet == corpus.alphabet and model.count_params() > 0
+
+
+def weights(run_dir):
+    return load_run_model(run_dir)[2].get_weights()
+
+
+@pytest.mark.parametrize("preset", ["arch1", "lstm"])
+def test_resume_is_exact(tmp_path, corpus, preset):
+    train(small(preset, "steps=24"), tmp_path / "straight", corpus)
+    train(small(preset, "steps=12"), tmp_path / "split", corpus)
+    train(small(preset, "steps=24"), tmp_path / "split", corpus)  # resumes at 12
+    for a, b in zip(weights(tmp_path / "straight"), weights(tmp_path / "split")):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_epochs_and_max_time_stop_the_run(tmp_path, corpus):
+    per_epoch = (len(corpus.train) - 1) // 4 // 8
+    assert train(small("arch2", "epochs=0.5"), tmp_path / "e", corpus)["steps"] == math.ceil(per_epoch / 2)
+    timed = train(small("arch2", "max_time=1"), tmp_path / "t", corpus)
+    assert timed["stopped_by"] == "max_time" and timed["steps"] > 0
+
+
+def test_corrupt_checkpoint_falls_back_to_the_previous(tmp_path, corpus):
+    run = tmp_path / "run"
+    train(small("arch1", "steps=20"), run, corpus)
+    newest = sorted((run / "checkpoints").glob("ckpt-20.data*"))[0]
+    newest.write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="unreadable"):
+        metrics = train(small("arch1", "steps=25"), run, corpus)
+    assert metrics["steps"] == 25
+
+
+def test_divergence_stops_with_a_clear_error(tmp_path, corpus):
+    with pytest.raises(TrainingError, match="non-finite"):
+        train(small("arch1", "steps=30", "learning_rate=1e30", "clip_norm=1e30"), tmp_path / "r", corpus)
+
+
+def test_cli_trains_and_evaluates_the_builtin_corpus(tmp_path, capsys):
+    run = str(tmp_path / "run")
+    assert main(["train", "arch1", "--data", "builtin", "--run-dir", run, "--steps", "30",
+                 "--set", "model.units=16", "--set", "eval_every=1000", "--seed", "3"]) == 0
+    assert "validation" in capsys.readouterr().out
+    assert main(["eval", run, "--split", "test", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["split"] == "test" and result["characters"] > 10_000
+    assert 0 < result["bpc"] < math.log2(27)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "nosuch"], "valid choices"),
+    (["train", "arch1", "--set", "bogus=1"], "unknown setting"),
+    (["train", "arch1", "--batch-size", "0", "--data", "builtin"], "batch_size must be positive"),
+    (["train", "arch1", "--data", "/no/such/file"], "no corpus at"),
+    (["eval", "/no/such/run"], "not a run directory"),
+])
+def test_cli_user_errors_are_one_line(argv, message, capsys, tmp_path):
+    assert main(argv + (["--run-dir", str(tmp_path / "r")] if argv[0] == "train" else [])) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_sigint_checkpoints_and_the_same_command_resumes(tmp_path):
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "training.cli", "train", "arch1", "--data", "builtin",
+               "--run-dir", str(run), "--steps", "100000", "--set", "model.units=8",
+               "--set", "log_every=1"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    deadline = time.monotonic() + 60
+    while not (run / "logs").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output
+    assert "SIGINT: checkpoint saved" in output
+    steps = int(output.split("checkpoint saved at step ")[1].split(";")[0])
+    assert steps > 0 and (run / "checkpoints" / "checkpoint").exists()

@@ -1,0 +1,122 @@
+"""Diagnostics of how gradients travel back through time.
+
+Pure functions of a model (and a window): they neither train nor log, so
+the trainer decides when to pay for them and the callbacks how to show them.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from zoo.layers import Arch1, Arch2
+
+# Keras' fused gate layouts, in the order the gates sit along the columns of
+# `recurrent_kernel`.
+GATES = {
+    keras.layers.LSTM: ("input", "forget", "cell", "output"),
+    keras.layers.GRU: ("update", "reset", "candidate"),
+}
+
+
+def gradient_flow(model, ids, targets, state, training=False):
+    """How much of the last step's loss reaches the state at each earlier step.
+
+    Runs the model one step at a time through its public interface, so it
+    works for every family, and differentiates the cross-entropy of the
+    last step only, `L_T`, with respect to the state each step reads:
+    `norms[t] = ||dL_T / ds_t||` where `s_0` is the carried-in `state` and
+    `s_t` (t > 0) is the state after step `t - 1`. The state the last step
+    writes is not included because the logits are not computed from it
+    (they come from the layer's sequence output), so the nearest point the
+    interface exposes is the state that step reads. The norm is taken over
+    the whole `[batch, state_size]` gradient of the batch-mean loss, as the
+    optimizer would see it.
+
+    `norms[0] / norms[-1]` is the fraction of the gradient that survives
+    `T - 1` steps back: tiny for a vanishing RNN, huge for an exploding one.
+    A state the loss does not depend on (Arch 2 under teacher forcing, whose
+    state only marks the start of a stream) gets 0.
+
+    Args:
+        model: a `zoo.CharLM`.
+        ids: int `[batch, T]` input ids of one window.
+        targets: int `[batch, T]` next-character ids; only the last column is used.
+        state: float32 `[batch, model.state_size]`, the state carried into the window.
+        training: bool. Passed to the model (dropout etc.).
+
+    Returns:
+        float64 numpy array `[T]`, `norms[t]` as above.
+    """
+    ids = tf.convert_to_tensor(ids, dtype=tf.int32)
+    targets = tf.convert_to_tensor(targets, dtype=tf.int32)
+    state = tf.convert_to_tensor(state, dtype=tf.float32)
+    read_states = []
+    # Eager on purpose: tracing T unrolled model calls takes 10-20 s per model
+    # and window length, while an eager call takes under a second (LSTM-512,
+    # T=64, batch 64), and this runs only every few hundred training steps.
+    with tf.GradientTape() as tape:
+        for t in range(ids.shape[1]):
+            # Watching every state, not only the first, keeps the tape
+            # recording even for a state no weight touches.
+            tape.watch(state)
+            read_states.append(state)
+            logits, state = model([ids[:, t : t + 1], state], training=training)
+        loss = tf.reduce_mean(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(targets[:, -1], logits[:, -1])
+        )
+    gradients = tape.gradient(
+        loss, read_states, unconnected_gradients=tf.UnconnectedGradients.ZERO
+    )
+    return np.array([float(tf.norm(g)) for g in gradients], dtype=np.float64)
+
+
+def spectral_radius(matrix):
+    """The largest |eigenvalue| of a square matrix, in float64."""
+    return float(np.max(np.abs(np.linalg.eigvals(np.asarray(matrix, dtype=np.float64)))))
+
+
+def largest_singular_value(matrix):
+    """The largest singular value (spectral norm) of any matrix, in float64."""
+    return float(np.linalg.norm(np.asarray(matrix, dtype=np.float64), ord=2))
+
+
+def spectral_radii(model):
+    """The spectral radius of every recurrent kernel of a model.
+
+    The radius of the matrix that maps a state to the next one bounds how a
+    small perturbation grows or shrinks per step (before the activation's
+    slope), so above 1 gradients can explode and well below 1 they vanish.
+
+    Args:
+        model: a `zoo.CharLM` (or any model built from the zoo's layers and
+            Keras LSTM/GRU layers).
+
+    Returns:
+        dict from name to float, in layer order, named so TensorBoard groups them:
+        `spectral_radius/<layer>` for Arch 1, `spectral_radius/<layer>/<gate>`
+        for each gate of an LSTM/GRU, and `largest_singular_value/<layer>`
+        for Arch 2.
+    """
+    radii = {}
+    for layer in model.layers:
+        if isinstance(layer, Arch1):
+            kernel = layer.cell.recurrent_kernel.numpy()
+            if layer.combine == "concat":
+                # The state is [act(x_t·U + b), act(h_{t-1}·W + b)]: the first half
+                # never sees the past, so the rows of W that read it only pass the
+                # previous input on once. The only loop through time is the
+                # recurrent half feeding itself through the square W[units:].
+                kernel = kernel[layer.units :]
+            radii[f"spectral_radius/{layer.name}"] = spectral_radius(kernel)
+        elif isinstance(layer, Arch2):
+            # W maps the fed-back distribution over the alphabet to the hidden
+            # layer ([vocabulary, units]); it has no eigenvalues, but its largest
+            # singular value bounds the gain of that path the same way.
+            kernel = layer.cell.recurrent_kernel.numpy()
+            radii[f"largest_singular_value/{layer.name}"] = largest_singular_value(kernel)
+        elif type(layer) in GATES:
+            kernel = layer.cell.recurrent_kernel.numpy()
+            blocks = np.split(kernel, len(GATES[type(layer)]), axis=1)
+            for gate, block in zip(GATES[type(layer)], blocks):
+                radii[f"spectral_radius/{layer.name}/{gate}"] = spectral_radius(block)
+    return radii

@@ -1,0 +1,207 @@
+"""A training run: small steps, and `train` that strings them together."""
+
+import contextlib
+import json
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from training import data
+from training.batches import Windows
+from training.callbacks import TensorBoardLogger
+from training.checkpoints import Checkpoints
+from training.config import Config
+from training.diagnostics import gradient_flow, spectral_radii
+from training.run import build_model
+from training.trainer import Trainer, make_optimizer, sample_text, set_seed
+
+
+class TrainingError(Exception):
+    """Training cannot go on; the message says why and what was kept."""
+
+
+def write_json(path, value):
+    temporary = Path(f"{path}.tmp")
+    temporary.write_text(json.dumps(value, indent=2, sort_keys=True))
+    temporary.replace(path)
+
+
+def prepare_run(run_dir, config, corpus):
+    """Writes the config and alphabet of a new run, or checks them against an old one."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    alphabet = {"alphabet": corpus.alphabet, "normalize": corpus.normalize}
+    saved = run_dir / "config.json"
+    if saved.exists():
+        old = json.loads(saved.read_text())
+        if old["preset"] != config.preset or old["model"] != config.model:
+            raise TrainingError(f"{run_dir} holds a run of another model ({old['preset']}); "
+                                "choose another --run-dir")
+        if json.loads((run_dir / "alphabet.json").read_text()) != alphabet:
+            raise TrainingError(f"{run_dir} was trained on a corpus with another alphabet")
+    write_json(saved, json.loads(config.to_json()))
+    write_json(run_dir / "alphabet.json", alphabet)
+
+
+def total_steps(config, per_epoch):
+    limits = [config.steps] if config.steps is not None else []
+    if config.epochs is not None:
+        limits.append(math.ceil(config.epochs * per_epoch))
+    if not limits and config.max_time is None:
+        limits.append(per_epoch)  # with no limit at all, one epoch
+    return min(limits) if limits else None
+
+
+class Progress:
+    """One progress line per report, redrawn in place on a terminal."""
+
+    def __init__(self, target):
+        self.target = f"/{target:,}" if target else ""
+        self.terminal = sys.stdout.isatty()
+
+    def update(self, step, loss, learning_rate, speed):
+        line = (f"step {step:,}{self.target}  loss {loss:.4f}  bpc {loss / math.log(2):.4f}  "
+                f"lr {learning_rate:.4g}  {speed:,.0f} chars/s")
+        print(f"\r{line}" if self.terminal else line, end="" if self.terminal else "\n", flush=True)
+
+
+@contextlib.contextmanager
+def stop_requests():
+    """Turns SIGINT / SIGTERM into a flag the loop checks, so it can checkpoint and exit."""
+    requested = []
+    handler = lambda signum, frame: requested.append(signal.Signals(signum).name)
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requested
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
+
+
+def validate(trainer, corpus, config, logger, step, final=False):
+    metrics = trainer.evaluate(corpus.valid, config.eval_streams,
+                               max_characters=None if final else config.eval_characters)
+    logger.log_validation(step, metrics["loss"], metrics["bpc"])
+    text = sample_text(trainer.model, corpus.alphabet, config.sample_prime, config.sample_length,
+                       seed=config.seed)
+    logger.log_sample(step, config.sample_prime, text)
+    return metrics
+
+
+def log_diagnostics(trainer, windows, state, logger, step):
+    inputs, targets = windows[0]
+    norms = gradient_flow(trainer.model, inputs, targets, tf.zeros_like(state))
+    logger.log_gradient_flow(step, norms, spectral_radii(trainer.model))
+
+
+def train(config: Config, run_dir, corpus=None):
+    """Trains (or resumes) the run in `run_dir`; returns its final metrics."""
+    run_dir = Path(run_dir)
+    corpus = corpus or data.load(config.data, config.normalize)
+    prepare_run(run_dir, config, corpus)
+    set_seed(config.seed)
+    windows = Windows(corpus.train, config.batch_size, config.unrollings)
+    model = build_model(config, len(corpus.alphabet))
+    optimizer = make_optimizer(config)
+    trainer = Trainer(model, optimizer, config.clip_norm)
+    position = tf.Variable(0, dtype=tf.int64, name="position")  # windows consumed, skipped ones too
+    state = tf.Variable(model.initial_state(config.batch_size), name="carried_state")
+    characters = tf.Variable(0, dtype=tf.int64, name="characters_seen")
+    checkpoints = Checkpoints(run_dir / "checkpoints", config.keep_checkpoints, model=model,
+                              optimizer=optimizer, position=position, state=state,
+                              characters=characters)
+    if restored := checkpoints.restore():
+        print(f"charzoo: resuming {run_dir} from {restored} (step {int(position)})", flush=True)
+    target = total_steps(config, len(windows))
+    logger = TensorBoardLogger(str(run_dir / "logs"), histogram_every=config.histogram_every)
+    progress = Progress(target)
+    started, bad_steps, clipped, counted = time.monotonic(), 0, 0, 0
+    side_seconds = 0.0  # validation, diagnostics and checkpoints: not training speed
+    tick, tick_step = time.monotonic(), int(position)
+    stop_reason = "steps"
+    with stop_requests() as requested:
+        while target is None or int(position) < target:
+            if requested:
+                stop_reason = requested[0]
+                break
+            if config.max_time is not None and time.monotonic() - started >= config.max_time:
+                stop_reason = "max_time"
+                break
+            index = int(position) % len(windows)
+            if index == 0:
+                state.assign(tf.zeros_like(state))  # a new epoch starts from a fresh state
+            inputs, targets = windows[index]
+            out = trainer.train_step(inputs, targets, state)
+            position.assign_add(1)
+            step = int(position)
+            if not bool(out["finite"]):
+                bad_steps += 1
+                if bad_steps >= config.max_bad_steps:
+                    raise TrainingError(
+                        f"{bad_steps} steps in a row had a non-finite loss or gradient (last at "
+                        f"step {step}); stopped. The last good checkpoint is kept in "
+                        f"{run_dir / 'checkpoints'}; try a lower --learning-rate or clip_norm.")
+                continue
+            bad_steps = 0
+            state.assign(out["state"])
+            characters.assign_add(inputs.size)
+            clipped, counted = clipped + int(out["clipped"]), counted + 1
+            loss = float(out["loss"])
+            if step % config.log_every == 0 or step == target:
+                now = time.monotonic()
+                speed = (step - tick_step) * inputs.size / max(now - tick, 1e-9)
+                tick, tick_step = now, step
+                logger.log_train(step, loss, loss / math.log(2), trainer.learning_rate(),
+                                 float(out["grad_norm"]), clipped / counted, speed)
+                progress.update(step, loss, trainer.learning_rate(), speed)
+            if logger.wants_histograms(step):
+                _, gradients, _ = trainer.gradients(inputs, targets, state)
+                logger.log_histograms(step, model, gradients)
+            side_started = time.monotonic()
+            if step % config.eval_every == 0:
+                validate(trainer, corpus, config, logger, step)
+                log_diagnostics(trainer, windows, state, logger, step)
+            if step % config.checkpoint_every == 0:
+                checkpoints.save(step)
+            side_seconds += time.monotonic() - side_started
+    step = int(position)
+    checkpoints.save(step)
+    training_seconds = time.monotonic() - started - side_seconds
+    if stop_reason in ("SIGINT", "SIGTERM"):
+        logger.close()
+        print(f"\ncharzoo: {stop_reason}: checkpoint saved at step {step}; run the same command "
+              "to resume", flush=True)
+        return {"interrupted": stop_reason, "steps": step}
+    print(flush=True)
+    valid = validate(trainer, corpus, config, logger, step, final=True)
+    log_diagnostics(trainer, windows, state, logger, step)
+    test = trainer.evaluate(corpus.test, config.eval_streams)
+    metrics = {
+        "steps": step,
+        "stopped_by": stop_reason,
+        "characters_seen": int(characters),
+        "chars_per_second": counted * config.batch_size * config.unrollings
+        / max(training_seconds, 1e-9),
+        "seconds": time.monotonic() - started,
+        "valid_bpc": valid["bpc"],
+        "valid_characters": valid["characters"],
+        "test_bpc": test["bpc"],
+        "test_characters": test["characters"],
+        "uniform_bpc": math.log2(len(corpus.alphabet)),
+        "corpus": corpus.name,
+    }
+    logger.log_hparams(hparams(config), {"valid_bpc": valid["bpc"], "test_bpc": test["bpc"]})
+    logger.close()
+    model.save(run_dir / "model.keras")
+    write_json(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def hparams(config):
+    flat = {k: v for k, v in json.loads(config.to_json()).items() if k != "model"}
+    flat.update({f"model.{k}": v for k, v in config.model.items()})
+    return {k: v for k, v in flat.items() if isinstance(v, (bool, int, float, str))}
