@@ -28,13 +28,15 @@ def small(preset="arch1", *overrides):
     return configuration.resolve(preset, [
         "model.units=8", "batch_size=4", "unrollings=8", "optimizer=adam", "learning_rate=0.02",
         "eval_every=10", "checkpoint_every=10", "log_every=5", "histogram_every=10",
-        "eval_characters=2000", "sample_length=20", *overrides])
+        "eval_characters=2000", "sample_length=20", "export=false", *overrides])
 
 
 def test_a_run_trains_evaluates_and_writes_everything(tmp_path, corpus):
-    metrics = train(small("arch1", "steps=40"), tmp_path / "run", corpus)
+    metrics = train(small("arch1", "steps=40", "export=true"), tmp_path / "run", corpus)
     run = tmp_path / "run"
-    for name in ("config.json", "alphabet.json", "metrics.json", "model.keras", "checkpoints", "logs"):
+    assert metrics["export"] == str(run / "export" / "arch1" / "1")
+    for name in ("config.json", "alphabet.json", "metrics.json", "model.keras", "checkpoints", "logs",
+                 "export/arch1/1/saved_model.pb"):
         assert (run / name).exists(), name
     assert metrics["steps"] == 40 and metrics["characters_seen"] == 40 * 4 * 8
     assert metrics["valid_bpc"] < metrics["uniform_bpc"] - 1.0  # words are easy to learn
@@ -90,6 +92,10 @@ def test_cli_trains_and_evaluates_the_builtin_corpus(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["split"] == "test" and result["characters"] > 10_000
     assert 0 < result["bpc"] < math.log2(27)
+    assert main(["sample", f"{run}/export/arch1", "--prime", "the ", "--length", "30", "--seed", "5",
+                 "--num-samples", "2"]) == 0
+    samples = capsys.readouterr().out.splitlines()
+    assert len(samples) == 2 and all(len(s) == 4 + 30 and s.startswith("the ") for s in samples)
 
 
 @pytest.mark.parametrize("argv, message", [

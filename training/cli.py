@@ -100,6 +100,41 @@ def cmd_eval(args):
               f"{result['characters']:,} characters of {corpus.name}")
 
 
+def cmd_export(args):
+    from training.export import export_run
+
+    try:
+        path = export_run(Path(args.run), args.out, args.name)
+    except (ValueError, FileNotFoundError) as error:
+        raise UserError(str(error)) from None
+    print(path)
+
+
+def cmd_sample(args):
+    from serving.sampler import sample
+
+    try:
+        samples, seed = sample(args.model, args.prime, args.length, args.temperature, args.top_k,
+                               args.top_p, args.seed, args.num_samples)
+    except (ValueError, FileNotFoundError) as error:
+        raise UserError(str(error)) from None
+    for text in samples:
+        print(args.prime + text)
+    print(f"(seed {seed})", file=sys.stderr)
+
+
+def cmd_serve(args):
+    try:
+        from serving.app import serve
+    except ImportError as error:
+        raise UserError(f"serving needs the `serve` extra: pip install 'charzoo[serve]' ({error})")
+    try:
+        serve(args.models, host=args.host, port=args.port, max_length=args.max_length,
+              max_samples=args.max_samples)
+    except (ValueError, FileNotFoundError) as error:
+        raise UserError(str(error)) from None
+
+
 def format_table(header, rows):
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip()
@@ -138,6 +173,31 @@ def build_parser():
     evaluate.add_argument("--split", choices=["valid", "test", "train"], default="valid")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.set_defaults(handler=cmd_eval)
+
+    export = commands.add_parser("export", help="write a run's model as a versioned SavedModel")
+    export.add_argument("run", help="run directory")
+    export.add_argument("--out", help="models directory (default RUN/export)")
+    export.add_argument("--name", help="model name (default the preset)")
+    export.set_defaults(handler=cmd_export)
+
+    sample = commands.add_parser("sample", help="sample from an exported model")
+    sample.add_argument("model", help="an export: MODELS/NAME or MODELS/NAME/VERSION")
+    sample.add_argument("--prime", default="", help="text to continue")
+    sample.add_argument("--length", type=int, default=200)
+    sample.add_argument("--temperature", type=float, default=1.0, help="0 is greedy")
+    sample.add_argument("--top-k", type=int, default=0, help="0 is off")
+    sample.add_argument("--top-p", type=float, default=1.0, help="1.0 is off")
+    sample.add_argument("--seed", type=int, help="default: random, printed to stderr")
+    sample.add_argument("--num-samples", type=int, default=1)
+    sample.set_defaults(handler=cmd_sample)
+
+    serve = commands.add_parser("serve", help="the HTTP sampling service")
+    serve.add_argument("--models", required=True, help="models directory (MODELS/NAME/VERSION)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--max-length", type=int, default=2000, help="longest sample served")
+    serve.add_argument("--max-samples", type=int, default=16, help="most samples per request")
+    serve.set_defaults(handler=cmd_serve)
     return parser
 
 

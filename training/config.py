@@ -37,6 +37,7 @@ class Config:
     max_bad_steps: int = 5  # consecutive non-finite steps before the run stops
     sample_prime: str = "the "  # prime of the samples logged at each validation
     sample_length: int = 200  # characters of those samples
+    export: bool = True  # write a SavedModel to <run>/export when training ends
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

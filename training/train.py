@@ -17,6 +17,7 @@ from training.callbacks import TensorBoardLogger
 from training.checkpoints import Checkpoints
 from training.config import Config
 from training.diagnostics import gradient_flow, spectral_radii
+from training.export import export_run
 from training.run import build_model
 from training.trainer import Trainer, make_optimizer, sample_text, set_seed
 
@@ -198,6 +199,8 @@ def train(config: Config, run_dir, corpus=None):
     logger.close()
     model.save(run_dir / "model.keras")
     write_json(run_dir / "metrics.json", metrics)
+    if config.export:
+        metrics["export"] = str(export_run(run_dir))
     return metrics
 
 

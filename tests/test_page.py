@@ -1,0 +1,102 @@
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+import zoo
+from serving.app import create_app
+from training.export import export_model
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+    pytest.skip("needs Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)",
+                allow_module_level=True)
+
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    for name, preset in [("alpha", "lstm"), ("beta", "arch1")]:
+        model = zoo.presets.build(preset, vocabulary_size=27, units=8)
+        export_model(model, " abcdefghijklmnopqrstuvwxyz", {"preset": preset, "normalize": "text8",
+                                                            "test_bpc": 4.25}, root, name, xla=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(root, max_length=400), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive(), "server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=webdriver.ChromeService(str(CHROMEDRIVER)), options=options)
+    yield driver
+    driver.quit()
+
+
+def status(browser):
+    return browser.find_element(By.ID, "status").text
+
+
+def fill(browser, element_id, value):
+    field = browser.find_element(By.ID, element_id)
+    field.clear()
+    field.send_keys(value)
+
+
+def test_page_streams_a_sample(browser, url):
+    browser.get(url + "/")
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda b: status(b) == "ready")
+    select = Select(browser.find_element(By.ID, "model"))
+    assert [o.get_attribute("value") for o in select.options] == ["alpha", "beta"]
+    select.select_by_value("beta")
+    assert "4.250" in browser.find_element(By.ID, "model-info").text
+
+    fill(browser, "prime", "Once upon a time")
+    fill(browser, "temperature", "0")
+    fill(browser, "length", "120")
+    browser.find_element(By.ID, "generate").click()
+    wait.until(lambda b: status(b).startswith("done"))
+    shown = browser.find_element(By.ID, "text").get_attribute("textContent")
+    expected = httpx.post(f"{url}/v1/models/beta:sample",
+                          json={"prime": "Once upon a time", "temperature": 0, "length": 120}).json()
+    assert shown == expected["samples"][0] and len(shown) == 120
+    assert browser.find_element(By.ID, "prime-echo").text == "Once upon a time"
+
+
+def test_page_shows_request_errors(browser, url):
+    browser.get(url + "/")
+    WebDriverWait(browser, 30).until(lambda b: status(b) == "ready")
+    fill(browser, "length", "100000")
+    browser.find_element(By.ID, "generate").click()
+    WebDriverWait(browser, 30).until(lambda b: "length" in status(b))
+    assert browser.find_element(By.ID, "status").get_attribute("class") == "error"
+    assert browser.find_element(By.ID, "generate").is_enabled()
+
+
+def test_page_needs_no_external_assets(url):
+    page = httpx.get(url + "/").text
+    assert "<script src" not in page and "http://" not in page and "https://" not in page
