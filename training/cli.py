@@ -46,7 +46,7 @@ def training_overrides(args):
     flags = {"data": args.data, "normalize": args.normalize, "batch_size": args.batch_size,
              "unrollings": args.unrollings, "learning_rate": args.learning_rate,
              "steps": args.steps, "epochs": args.epochs, "max_time": args.max_time,
-             "seed": args.seed}
+             "seed": args.seed, "strategy": args.strategy}
     return [f"{k}={v}" for k, v in flags.items() if v is not None] + list(args.set)
 
 
@@ -163,6 +163,8 @@ def build_parser():
     train.add_argument("--epochs", type=float, help="stop after this many epochs")
     train.add_argument("--max-time", type=float, help="stop cleanly after SECONDS, then evaluate")
     train.add_argument("--seed", type=int)
+    train.add_argument("--strategy", choices=["none", "mirrored", "multiworker"],
+                       help="tf.distribute: all local devices, or workers from TF_CONFIG")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="any config field, or model.ARGUMENT (repeatable)")
     train.set_defaults(handler=cmd_train)

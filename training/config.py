@@ -7,6 +7,7 @@ import typing
 from zoo import presets
 
 OPTIMIZERS = ("adadelta", "sgd", "adam", "rmsprop")
+STRATEGIES = ("none", "mirrored", "multiworker")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Config:
     sample_prime: str = "the "  # prime of the samples logged at each validation
     sample_length: int = 200  # characters of those samples
     export: bool = True  # write a SavedModel to <run>/export when training ends
+    strategy: str = "none"  # tf.distribute strategy: none, mirrored or multiworker (TF_CONFIG)
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -105,6 +107,8 @@ def override(values, overrides):
 def check(config):
     if config.optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {config.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+    if config.strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {config.strategy!r}; valid: {', '.join(STRATEGIES)}")
     for name in ("batch_size", "unrollings", "decay_steps", "eval_every", "log_every",
                  "checkpoint_every", "keep_checkpoints", "max_bad_steps", "eval_streams"):
         if getattr(config, name) <= 0:
