@@ -135,6 +135,19 @@ def cmd_serve(args):
         raise UserError(str(error)) from None
 
 
+def cmd_zoo_build(args):
+    from training import data, zoo_build
+    from training.train import TrainingError
+
+    names = [n.strip().lower() for n in args.presets.split(",")] if args.presets else None
+    try:
+        rows = zoo_build.build(args.models, args.runs, args.data or "text8", args.normalize,
+                               args.max_time, args.steps, names, args.set)
+    except (ValueError, data.DataError, TrainingError) as error:
+        raise UserError(str(error)) from None
+    print(zoo_build.markdown_table(rows, args.data or "text8"))
+
+
 def format_table(header, rows):
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip()
@@ -192,6 +205,18 @@ def build_parser():
     sample.add_argument("--seed", type=int, help="default: random, printed to stderr")
     sample.add_argument("--num-samples", type=int, default=1)
     sample.set_defaults(handler=cmd_sample)
+
+    zoo = commands.add_parser("zoo", help="the saved zoo").add_subparsers(dest="action", required=True)
+    build = zoo.add_parser("build", help="train and export every preset into one models directory")
+    add_data_arguments(build)
+    build.add_argument("--models", default="models", help="models directory (default models/)")
+    build.add_argument("--runs", default="runs/zoo", help="run directories (default runs/zoo/)")
+    build.add_argument("--max-time", type=float, help="training seconds per preset")
+    build.add_argument("--steps", type=int, help="training steps per preset")
+    build.add_argument("--presets", help="comma-separated presets (default all)")
+    build.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="a config override for every preset (repeatable)")
+    build.set_defaults(handler=cmd_zoo_build)
 
     serve = commands.add_parser("serve", help="the HTTP sampling service")
     serve.add_argument("--models", required=True, help="models directory (MODELS/NAME/VERSION)")

@@ -1,0 +1,68 @@
+"""The saved zoo: every preset trained on one corpus, exported into one models directory."""
+
+import json
+from pathlib import Path
+
+from training import config as configuration
+from training import data
+from training.export import export_run
+from training.run import build_model
+from training.train import train, write_json
+from zoo import presets
+
+COLUMNS = ["name", "family", "parameters", "valid_bpc", "test_bpc", "chars_per_second",
+           "steps", "characters_seen", "version"]
+
+
+def build(models_dir, runs_dir, data_spec="text8", normalize=None, max_time=None, steps=None,
+          names=None, overrides=()):
+    """Trains (or resumes) each preset in `names`, exports it and writes the index.
+
+    A preset whose run already finished is exported again only if it has no
+    export in `models_dir`, so an interrupted build picks up where it stopped.
+
+    Returns:
+        The index rows, one per preset.
+    """
+    models_dir, runs_dir = Path(models_dir), Path(runs_dir)
+    corpus = data.load(data_spec, normalize)
+    rows = []
+    for name in names or presets.names():
+        run_dir = runs_dir / name
+        settings = [f"data={data_spec}", f"normalize={normalize}", "export=false", *overrides]
+        settings += [f"max_time={max_time}"] if max_time is not None else []
+        settings += [f"steps={steps}"] if steps is not None else []
+        config = configuration.resolve(name, settings)
+        if not (run_dir / "metrics.json").exists():
+            print(f"charzoo: zoo build: training {name}", flush=True)
+            train(config, run_dir, corpus)
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        existing = sorted(int(p.name) for p in (models_dir / name).glob("[0-9]*")) if (
+            models_dir / name).exists() else []
+        version = existing[-1] if existing else int(export_run(run_dir, models_dir, name).name)
+        rows.append({
+            "name": name,
+            "family": config.model["family"],
+            "parameters": build_model(config, len(corpus.alphabet)).count_params(),
+            "valid_bpc": metrics["valid_bpc"],
+            "test_bpc": metrics["test_bpc"],
+            "chars_per_second": metrics["chars_per_second"],
+            "steps": metrics["steps"],
+            "characters_seen": metrics["characters_seen"],
+            "version": version,
+        })
+    write_json(models_dir / "index.json", {"corpus": corpus.name, "normalize": corpus.normalize,
+                                           "models": rows})
+    (models_dir / "index.md").write_text(markdown_table(rows, corpus.name))
+    return rows
+
+
+def markdown_table(rows, corpus_name):
+    lines = [f"Models trained on {corpus_name}.", "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
+    for row in rows:
+        cells = [f"{row[c]:,.0f}" if c == "chars_per_second" else
+                 f"{row[c]:.3f}" if c.endswith("bpc") else
+                 f"{row[c]:,}" if isinstance(row[c], int) else str(row[c]) for c in COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
