@@ -148,6 +148,13 @@ def cmd_zoo_build(args):
     print(zoo_build.markdown_table(rows, args.data or "text8"))
 
 
+def cmd_bench(args):
+    from training import bench
+
+    result = bench.run(quick=args.quick)
+    print(json.dumps(result, indent=2) if args.json else bench.format_table(result))
+
+
 def format_table(header, rows):
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip()
@@ -217,6 +224,11 @@ def build_parser():
     build.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="a config override for every preset (repeatable)")
     build.set_defaults(handler=cmd_zoo_build)
+
+    bench = commands.add_parser("bench", help="throughput against the peers, on this machine")
+    bench.add_argument("--quick", action="store_true", help="a run of about a minute")
+    bench.add_argument("--json", action="store_true", help="one JSON object: machine and rows")
+    bench.set_defaults(handler=cmd_bench)
 
     serve = commands.add_parser("serve", help="the HTTP sampling service")
     serve.add_argument("--models", required=True, help="models directory (MODELS/NAME/VERSION)")
