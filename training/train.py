@@ -14,9 +14,10 @@ import tensorflow as tf
 from training import data
 from training.batches import Windows
 from training.callbacks import TensorBoardLogger
-from training.checkpoints import Checkpoints
 from training.config import Config
 from training.diagnostics import gradient_flow, spectral_radii
+from training.distribute import (DistributedTrainer, is_chief, make_checkpoints, make_strategy,
+                                 scratch_dir)
 from training.export import export_run
 from training.run import build_model
 from training.trainer import Trainer, make_optimizer, sample_text, set_seed
@@ -101,24 +102,30 @@ def log_diagnostics(trainer, windows, state, logger, step):
 
 def train(config: Config, run_dir, corpus=None):
     """Trains (or resumes) the run in `run_dir`; returns its final metrics."""
+    # First: MultiWorkerMirroredStrategy must exist before TensorFlow's runtime starts.
+    strategy = make_strategy(config.strategy)
+    chief = is_chief(strategy)  # only the chief writes the run; other workers write to scratch
     run_dir = Path(run_dir)
     corpus = corpus or data.load(config.data, config.normalize)
-    prepare_run(run_dir, config, corpus)
+    prepare_run(run_dir if chief else scratch_dir("run"), config, corpus)
     set_seed(config.seed)
     windows = Windows(corpus.train, config.batch_size, config.unrollings)
-    model = build_model(config, len(corpus.alphabet))
-    optimizer = make_optimizer(config)
-    trainer = Trainer(model, optimizer, config.clip_norm)
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        model = build_model(config, len(corpus.alphabet))
+        optimizer = make_optimizer(config)
+        trainer = (DistributedTrainer(strategy, model, optimizer, config.clip_norm) if strategy
+                   else Trainer(model, optimizer, config.clip_norm))
     position = tf.Variable(0, dtype=tf.int64, name="position")  # windows consumed, skipped ones too
     state = tf.Variable(model.initial_state(config.batch_size), name="carried_state")
     characters = tf.Variable(0, dtype=tf.int64, name="characters_seen")
-    checkpoints = Checkpoints(run_dir / "checkpoints", config.keep_checkpoints, model=model,
-                              optimizer=optimizer, position=position, state=state,
-                              characters=characters)
+    checkpoints = make_checkpoints(strategy, run_dir / "checkpoints", config.keep_checkpoints,
+                                   model=model, optimizer=optimizer, position=position, state=state,
+                                   characters=characters)
     if restored := checkpoints.restore():
         print(f"charzoo: resuming {run_dir} from {restored} (step {int(position)})", flush=True)
     target = total_steps(config, len(windows))
-    logger = TensorBoardLogger(str(run_dir / "logs"), histogram_every=config.histogram_every)
+    logger = TensorBoardLogger(str(run_dir / "logs" if chief else scratch_dir("logs")),
+                               histogram_every=config.histogram_every)
     progress = Progress(target)
     started, bad_steps, clipped, counted = time.monotonic(), 0, 0, 0
     side_seconds = 0.0  # validation, diagnostics and checkpoints: not training speed
@@ -197,6 +204,8 @@ def train(config: Config, run_dir, corpus=None):
     }
     logger.log_hparams(hparams(config), {"valid_bpc": valid["bpc"], "test_bpc": test["bpc"]})
     logger.close()
+    if not chief:
+        return metrics
     model.save(run_dir / "model.keras")
     write_json(run_dir / "metrics.json", metrics)
     if config.export:
