@@ -114,9 +114,8 @@ def spectral_radii(model):
             # singular value bounds the gain of that path the same way.
             kernel = layer.cell.recurrent_kernel.numpy()
             radii[f"largest_singular_value/{layer.name}"] = largest_singular_value(kernel)
-        elif type(layer) in GATES:
+        elif gates := next((g for kind, g in GATES.items() if isinstance(layer, kind)), None):
             kernel = layer.cell.recurrent_kernel.numpy()
-            blocks = np.split(kernel, len(GATES[type(layer)]), axis=1)
-            for gate, block in zip(GATES[type(layer)], blocks):
+            for gate, block in zip(gates, np.split(kernel, len(gates), axis=1)):
                 radii[f"spectral_radius/{layer.name}/{gate}"] = spectral_radius(block)
     return radii

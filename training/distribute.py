@@ -136,7 +136,7 @@ class DistributedTrainer(Trainer):
         self.strategy = strategy
         self.replicas = strategy.num_replicas_in_sync
         with strategy.scope():
-            super().__init__(model, optimizer, clip_norm)
+            super().__init__(model, optimizer, clip_norm, jit_compile=False)
         self._replicated_step = self.train_step
         self.train_step = self._checked_train_step
 

@@ -42,16 +42,24 @@ class Trainer:
         model: a `zoo.CharLM`.
         optimizer: a Keras optimizer (its learning rate a schedule or a float).
         clip_norm: float. Gradients are scaled down to this global norm.
+        jit_compile: bool or None. Compile the train step with XLA; None
+            compiles it when no GPU is visible.
     """
 
-    def __init__(self, model, optimizer, clip_norm):
+    def __init__(self, model, optimizer, clip_norm, jit_compile=None):
         self.model = model
         self.optimizer = optimizer
         self.clip_norm = clip_norm
         optimizer.build(model.trainable_variables)
         windows = tf.TensorSpec([None, None], tf.int32)
         state = tf.TensorSpec([None, model.state_size], tf.float32)
-        self.train_step = tf.function(self._train_step, input_signature=[windows, windows, state])
+        if jit_compile is None:
+            # XLA makes the CPU train step 1.4-2.5x faster for every family (charzoo
+            # bench); on a GPU, Keras' LSTM/GRU run cuDNN, which XLA cannot compile.
+            jit_compile = not tf.config.list_logical_devices("GPU")
+        self.train_step = tf.function(
+            self._train_step, input_signature=[windows, windows, state], jit_compile=jit_compile
+        )
         self.eval_step = tf.function(self._eval_step, input_signature=[windows, windows, state])
         self.gradients = tf.function(self._gradients, input_signature=[windows, windows, state])
 

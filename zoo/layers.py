@@ -26,6 +26,43 @@ def scan(step, sequence, initial, unroll=False):
     return tf.transpose(tf.scan(step, time_major, initializer=initial), [1, 0, 2])
 
 
+def recurrence(activation):
+    """`h_t = act(driven_t + h_{t-1}·W)` over time-major `driven`, with a hand-written gradient.
+
+    Autodiff through `tf.scan` accumulates W's gradient with one small matmul
+    per step; here the backward loop only carries `dh`, and W's gradient is a
+    single matmul over all steps after it.
+    """
+
+    @tf.custom_gradient
+    def loop(driven, initial, kernel):
+        def step(state, driven_t):
+            preactivation = driven_t + tf.matmul(state, kernel)
+            return tf.nn.relu(preactivation) if activation == "relu" else tf.tanh(preactivation)
+
+        states = tf.scan(step, driven, initializer=initial)
+
+        def grad(d_states):
+            slope = tf.cast(states > 0, states.dtype) if activation == "relu" else 1 - states * states
+
+            def back(carry, inputs):
+                d_state, slope_t = inputs
+                d_preactivation = (d_state + carry[0]) * slope_t
+                return tf.matmul(d_preactivation, kernel, transpose_b=True), d_preactivation
+
+            zeros = tf.zeros_like(initial)
+            d_initial, d_driven = tf.scan(back, (d_states, slope), initializer=(zeros, zeros),
+                                          reverse=True)
+            previous = tf.concat([initial[None], states[:-1]], 0)
+            d_kernel = tf.matmul(tf.reshape(previous, [-1, previous.shape[-1]]),
+                                 tf.reshape(d_driven, [-1, d_driven.shape[-1]]), transpose_a=True)
+            return d_driven, d_initial[0], d_kernel
+
+        return states, grad
+
+    return loop
+
+
 def project(cell, inputs, token_inputs):
     if token_inputs:
         return ops.take(cell.kernel, inputs, axis=0)
@@ -117,10 +154,14 @@ class Arch1(keras.Layer):
             recurrent_kernel = cell.recurrent_kernel[n:]
             previous = initial_state[:, n:]
 
-        def step(state, driven_t):
-            return cell.activate(driven_t + ops.matmul(state, recurrent_kernel))
+        if self.unroll and driven.shape[1] is not None:
+            def step(state, driven_t):
+                return cell.activate(driven_t + ops.matmul(state, recurrent_kernel))
 
-        recurrent = scan(step, driven, previous, self.unroll)
+            recurrent = scan(step, driven, previous, unroll=True)
+        else:
+            recurrent = tf.transpose(recurrence(self.activation)(
+                tf.transpose(driven, [1, 0, 2]), previous, tf.identity(recurrent_kernel)), [1, 0, 2])
         sequence = recurrent if self.combine == "add" else ops.concatenate([first, recurrent], -1)
         return sequence, sequence[:, -1]
 

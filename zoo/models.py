@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from zoo.cells import ACTIVATIONS, check_choice, check_positive, default_kernel_initializer
+from zoo.gated import GRU, LSTM
 from zoo.layers import Arch1, Arch2
 
 FAMILIES = ("arch1", "arch2", "lstm", "gru")
@@ -99,8 +100,9 @@ class CharLM(keras.Model):
                 if i == 0:
                     x = ops.one_hot(ids, vocabulary_size, dtype="float32")
                 # Keras' defaults (tanh, sigmoid, no recurrent dropout, bias,
-                # reset_after) are what lets TensorFlow pick cuDNN on a GPU.
-                rnn = keras.layers.LSTM if family == "lstm" else keras.layers.GRU
+                # reset_after) are what lets TensorFlow pick cuDNN on a GPU;
+                # zoo's subclasses keep that and add a faster CPU loop.
+                rnn = LSTM if family == "lstm" else GRU
                 extra = {"recurrent_initializer": recurrent_initializer} if recurrent_initializer else {}
                 outputs = rnn(return_sequences=True, return_state=True, **common, **extra)(
                     x, initial_state=list(ops.split(layer_state, 2, axis=-1))

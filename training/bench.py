@@ -1,0 +1,393 @@
+"""`charzoo bench`: charzoo's speed and memory against peers, on this machine.
+
+Every row compares a measured `value` with a `peer_value` measured in the
+same run on the same shapes; `ratio = value / peer_value` and `met` says
+whether the ratio reaches `target` (for memory rows, whether the value stays
+under it). See `training.peers` for what the peers are.
+"""
+
+import asyncio
+import json
+import os
+import platform
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from training import peers
+from training.peers import rate
+from training.batches import Windows
+from training.trainer import Trainer, make_optimizer
+from zoo import presets
+
+ALPHABET = " abcdefghijklmnopqrstuvwxyz"
+FAMILIES = ("arch1", "arch2", "lstm", "gru")
+TINY = {"batch_size": 4, "unrollings": 5, "units": 8}
+# Work per mode: (repeats, seconds per repeat, sampled characters, service requests per client).
+EFFORT = {"tiny": (2, 0.01, 4, 1), "quick": (3, 0.3, 64, 2), "full": (7, 1.5, 512, 8)}
+
+
+def row(name, value, unit, peer=None, peer_value=None, target=None, note=None, lower_is_better=False):
+    """A result row; `target` bounds the ratio (or the value itself when `lower_is_better`)."""
+    ratio = value / peer_value if peer_value else None
+    if target is None:
+        met = None
+    elif lower_is_better:
+        met = value <= target
+    else:
+        met = None if ratio is None else ratio >= target
+    out = {"name": name, "value": value, "unit": unit, "peer": peer, "peer_value": peer_value,
+           "ratio": ratio, "target": target, "met": met}
+    if note:
+        out["note"] = note
+    return out
+
+
+def machine():
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "tensorflow": tf.__version__, "keras": keras.__version__, "torch": peers.torch_version(),
+            "gpus": len(tf.config.list_physical_devices("GPU")),
+            "load_average_1min_at_start": os.getloadavg()[0],
+            "env": {k: v for k, v in os.environ.items() if k.startswith(("OPENBLAS_", "OMP_", "TF_"))}}
+
+
+def shapes(family, tiny):
+    preset = presets.get(family)
+    training = dict(preset["training"])
+    units = preset["model"]["units"]
+    if tiny:
+        training.update(batch_size=TINY["batch_size"], unrollings=TINY["unrollings"])
+        units = TINY["units"]
+    return preset, training, units
+
+
+def flops_per_char(family, units, vocabulary):
+    """Dense multiply-adds x2 of one forward character (gathers count 0); x3 for training."""
+    recurrent = {"arch1": 2 * units * units, "arch2": vocabulary * units,
+                 "lstm": units * 4 * units, "gru": units * 3 * units}[family]
+    output = (2 * units if family in ("arch1", "arch2") else units) * vocabulary
+    return 3 * 2 * (recurrent + output)
+
+
+def matmul_peak(repeats, seconds, size=2048):
+    a = tf.random.normal((size, size))
+    return rate(lambda: tf.linalg.matmul(a, a).numpy(), 2 * size**3, repeats, seconds)
+
+
+def our_train_step(family, training, units):
+    model = presets.build(family, vocabulary_size=len(ALPHABET), units=units)
+    trainer = Trainer(model, make_optimizer(types.SimpleNamespace(**training)), training["clip_norm"])
+    inputs, targets = peers.random_window(training["batch_size"], training["unrollings"], len(ALPHABET))
+    inputs, targets = tf.constant(inputs), tf.constant(targets)
+    carry = [model.initial_state(training["batch_size"])]
+
+    def run():
+        out = trainer.train_step(inputs, targets, carry[0])
+        carry[0] = out["state"]
+        out["loss"].numpy()
+
+    return run
+
+
+def peer_setup(family, tiny):
+    """(label, shapes, peer kind, width, activation) of one family's training rows."""
+    preset, training, units = shapes(family, tiny)
+    label = f"train {family} (b{training['batch_size']} u{training['unrollings']} n{units})"
+    if family in ("arch1", "arch2"):
+        # Arch 1's state and Arch 2's hidden layer are both 2n wide.
+        return label, training, units, "simple", 2 * units, preset["model"]["activation"]
+    return label, training, units, family, units, "tanh"
+
+
+def torch_train_specs(tiny):
+    specs = {}
+    for family in FAMILIES:
+        _, training, _, kind, width, activation = peer_setup(family, tiny)
+        specs[family] = ["train", kind, training["batch_size"], training["unrollings"], width,
+                         len(ALPHABET), training["optimizer"], training["learning_rate"],
+                         training["clip_norm"], activation]
+    return specs
+
+
+def train_rows(tiny, effort):
+    repeats, seconds = effort[:2]
+    vocabulary, rows, speeds = len(ALPHABET), [], {}
+    has_torch = peers.torch_version() is not None
+    torch_speeds = peers.torch_rates(torch_train_specs(tiny), repeats, seconds) if has_torch else {}
+    peak = matmul_peak(repeats, seconds, 256 if tiny else 2048)
+    rows.append(row("matmul 2048x2048 float32 (TF)", peak / 1e9, "GFLOP/s"))
+    for family in FAMILIES:
+        label, training, units, kind, width, activation = peer_setup(family, tiny)
+        batch, unrollings, clip = training["batch_size"], training["unrollings"], training["clip_norm"]
+        chars = batch * unrollings
+        ours = rate(our_train_step(family, training, units), chars, repeats, seconds)
+        speeds[family] = ours / chars
+        gated = family in ("lstm", "gru")
+        if not gated:
+            tf1 = rate(peers.tf1_graph_step(family, batch, unrollings, units, vocabulary,
+                                            training["learning_rate"], clip), chars, repeats, seconds)
+            rows.append(row(label, ours, "chars/s", "TF1-style graph, per-step placeholders",
+                            tf1, target=3.0))
+        name = "SimpleRNN" if kind == "simple" else kind.upper()
+        keras_speed = rate(peers.keras_train_step(
+            kind, batch, unrollings, width, vocabulary, make_optimizer(types.SimpleNamespace(**training)),
+            clip, activation), chars, repeats, seconds)
+        rows.append(row(label, ours, "chars/s", f"Keras {name}({width})", keras_speed, target=1.0))
+        torch_name = f"torch nn.{'RNN' if kind == 'simple' else name}({width})"
+        rows.append(row(label, ours, "chars/s", torch_name, torch_speeds.get(family),
+                        target=1.0 if gated else None,
+                        note=None if has_torch else "torch not importable: skipped"))
+        achieved = ours * flops_per_char(family, units, vocabulary)
+        rows.append(row(f"train {family} achieved FLOP/s", achieved / 1e9, "GFLOP/s",
+                        "matmul peak", peak / 1e9))
+    return rows, speeds
+
+
+def pipeline_rows(tiny, effort, speeds):
+    """Windows' batches/s at the shapes of the fastest train step, against its steps/s."""
+    family = max(speeds, key=speeds.get)
+    _, training, _ = shapes(family, tiny)
+    ids = np.random.default_rng(0).integers(0, len(ALPHABET), 2_000_000, dtype=np.uint8)
+    windows = Windows(ids, training["batch_size"], training["unrollings"])
+    cursor = [0]
+
+    def run():
+        windows[cursor[0] % len(windows)]
+        cursor[0] += 1
+
+    batches = rate(run, 1, *effort[:2])
+    return [row(f"Windows batches/s ({family} shapes)", batches, "batches/s",
+                f"train {family} steps/s", speeds[family], target=20.0)]
+
+
+def memory_probe(characters, steps):
+    """Peak RSS (MB) of Windows over a fake text8 of `characters` ids plus arch1 train steps."""
+    _, training, units = shapes("arch1", False)
+    ids = np.random.default_rng(0).integers(0, len(ALPHABET), characters, dtype=np.uint8)
+    windows = Windows(ids, training["batch_size"], training["unrollings"])
+    model = presets.build("arch1", vocabulary_size=len(ALPHABET))
+    trainer = Trainer(model, make_optimizer(types.SimpleNamespace(**training)), training["clip_norm"])
+    state = tf.Variable(model.initial_state(training["batch_size"]))
+    for index in range(steps):
+        inputs, targets = windows[index * (len(windows) // steps)]
+        state.assign(trainer.train_step(inputs, targets, state)["state"])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def memory_rows(tiny):
+    characters = 1_000_000 if tiny else 100_000_000
+    code = f"import json, training.bench as b; print(json.dumps(b.memory_probe({characters}, 20)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent)
+    peak = json.loads(out.stdout.strip().splitlines()[-1])
+    return [row(f"peak RSS: arch1 training, {characters / 1e6:g}M-char corpus", peak, "MB",
+                target=1536.0, lower_is_better=True)]
+
+
+def export_lstm(models_dir, tiny):
+    from training.export import export_model
+
+    _, _, units = shapes("lstm", tiny)
+    model = presets.build("lstm", vocabulary_size=len(ALPHABET), units=units)
+    export_model(model, ALPHABET, {"preset": "lstm"}, models_dir, "lstm")
+    return model, units
+
+
+def sampling_rows(model, units, models_dir, effort):
+    repeats, seconds, length = effort[0], effort[1], effort[2]
+    signature = tf.saved_model.load(str(next((Path(models_dir) / "lstm").iterdir())))
+    signature = signature.signatures["serving_default"]
+
+    def export_call(streams):
+        primes = tf.constant(["the "] * streams)
+        return lambda: signature(prime=primes, length=tf.constant(length), temperature=tf.constant(1.0),
+                                 top_k=tf.constant(0), top_p=tf.constant(1.0),
+                                 seed=tf.constant(0, tf.int64))["text"].numpy()
+
+    def keras_loop(step):
+        carry = [tf.zeros((1, 1), tf.int32), model.initial_state(1)]
+
+        def run():
+            carry[0], carry[1] = step(carry[0], carry[1])
+            carry[0].numpy()
+
+        return run
+
+    def eager_step(ids, state):
+        logits, state = model([ids, state], training=False)
+        return tf.random.categorical(logits[:, -1], 1, dtype=tf.int32), state
+
+    one = rate(export_call(1), length, repeats, seconds)
+    many = rate(export_call(64), 64 * length, repeats, seconds)
+    eager = rate(keras_loop(eager_step), 1, repeats, seconds)
+    graph = rate(keras_loop(tf.function(eager_step)), 1, repeats, seconds)
+    name = f"sample lstm export, 1 stream ({length} chars/call)"
+    rows = [row(name, one, "chars/s", "Python loop: Keras model per char", eager),
+            row(name, one, "chars/s", "Python loop: tf.function step per char", graph, target=10.0)]
+    many_name = f"sample lstm export, 64 streams ({length} chars/call)"
+    note = None if peers.torch_version() else "torch not importable: skipped"
+    torch_speeds = {} if note else peers.torch_rates(
+        {"one": ["sample", 1, units, len(ALPHABET)], "many": ["sample", 64, units, len(ALPHABET)]},
+        repeats, seconds)
+    return rows + [row(name, one, "chars/s", "torch nn.LSTM per-char loop, 1 stream",
+                       torch_speeds.get("one"), target=2.0, note=note),
+                   row(many_name, many, "chars/s", "torch nn.LSTM per-char loop, 64 streams",
+                       torch_speeds.get("many"), target=1.0, note=note)]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def requests(url, clients, per_client, length, num_samples=1):
+    """Latencies (s), errors and wall time of `clients` clients sending `per_client` requests each."""
+    import httpx
+
+    latencies, errors = [], 0
+
+    async def client(http, number):
+        nonlocal errors
+        for i in range(per_client):
+            started = time.perf_counter()
+            try:
+                response = await http.post(url, json={"prime": "the ", "length": length, "num_samples": num_samples,
+                                                      "seed": number * per_client + i})
+                response.raise_for_status()
+                latencies.append(time.perf_counter() - started)
+            except httpx.HTTPError:
+                errors += 1
+
+    started = time.perf_counter()
+    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=clients)) as http:
+        await asyncio.gather(*(client(http, n) for n in range(clients)))
+    return latencies, errors, time.perf_counter() - started
+
+
+def service_rows(models_dir, effort, length=100):
+    import httpx
+
+    port = free_port()
+    code = f"from serving.app import serve; serve({str(models_dir)!r}, port={port})"
+    server = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, cwd=Path(__file__).resolve().parent.parent)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).json()["models"] >= 1:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise RuntimeError("the server did not come up")
+            time.sleep(0.2)
+        url = f"{base}/v1/models/lstm:sample"
+        per_client = effort[3]
+        # Warm-up: the export compiles once per batch bucket (powers of two up to 64 rows);
+        # requests of n samples, then bursts of 16-sample requests, reach every bucket.
+        for rows in (1, 2, 4, 8, 16):
+            asyncio.run(requests(url, 1, 1, length, rows))
+        for clients in (2, 4):
+            asyncio.run(requests(url, clients, 2, length, 16))
+        asyncio.run(requests(url, 32, 2, length))
+        serial, serial_errors, serial_wall = asyncio.run(requests(url, 1, 4 * per_client, length))
+        crowd, crowd_errors, crowd_wall = asyncio.run(requests(url, 32, per_client, length))
+    finally:
+        server.terminate()
+        server.wait(30)
+    serial_rate, crowd_rate = len(serial) / serial_wall, len(crowd) / crowd_wall
+
+    def percentile(values, q):
+        return 1000 * float(np.percentile(values, q)) if values else float("nan")
+
+    errors = serial_errors + crowd_errors
+    label = f"service, {length} chars/request"
+    return [row(f"{label}: 32 concurrent clients", crowd_rate, "req/s", "serial requests",
+                serial_rate, target=8.0),
+            row(f"{label}: p50 latency, 32 concurrent", percentile(crowd, 50), "ms",
+                "serial p50", percentile(serial, 50)),
+            row(f"{label}: p99 latency, 32 concurrent", percentile(crowd, 99), "ms",
+                "serial p99", percentile(serial, 99)),
+            row(f"{label}: errors", float(errors), "requests", target=0.0, lower_is_better=True)]
+
+
+def run(quick: bool, tiny: bool = False, sections=("train", "pipeline", "sampling", "service", "memory")):
+    """Runs the benchmark.
+
+    Args:
+        quick: fewer and shorter repeats, and no 100M-character memory run (about a minute).
+        tiny: tiny shapes and almost no repeats: exercises the machinery only.
+        sections: which of train, pipeline, sampling, service, memory to run
+            (pipeline needs train).
+
+    Returns:
+        dict with `machine` (CPU, cores, versions) and `rows`.
+    """
+    effort = EFFORT["tiny" if tiny else "quick" if quick else "full"]
+    rows, speeds = [], {}
+    started = time.monotonic()
+    if "train" in sections:
+        train, speeds = train_rows(tiny, effort)
+        rows += train
+    if "pipeline" in sections and speeds:
+        rows += pipeline_rows(tiny, effort, speeds)
+    if "sampling" in sections or "service" in sections:
+        with tempfile.TemporaryDirectory() as models_dir:
+            model, units = export_lstm(models_dir, tiny)
+            if "sampling" in sections:
+                rows += sampling_rows(model, units, models_dir, effort)
+            if "service" in sections:
+                rows += service_rows(models_dir, effort)
+    if "memory" in sections and (tiny or not quick):
+        rows += memory_rows(tiny)
+    mode = "tiny" if tiny else "quick" if quick else "full"
+    return {"machine": machine(), "mode": mode, "seconds": time.monotonic() - started, "rows": rows}
+
+
+def format_table(result) -> str:
+    """The rows as an aligned plain-text table, the machine above it."""
+    m = result["machine"]
+    lines = [f"{m['cpu']}, {m['cores']} cores; TensorFlow {m['tensorflow']}, Keras {m['keras']}, "
+             f"PyTorch {m['torch'] or 'not installed'}; {result['mode']} run, {result['seconds']:.0f} s"]
+
+    def number(value, digits=3):
+        if value is None:
+            return "-"
+        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.{digits}g}"
+
+    header = ("benchmark", "value", "unit", "peer", "peer value", "ratio", "target", "met")
+    table = [header] + [
+        (r["name"], number(r["value"]), r["unit"], r["peer"] or "-", number(r["peer_value"]),
+         "-" if r["ratio"] is None else f"{r['ratio']:.2f}", number(r["target"]),
+         {True: "yes", False: "NO", None: "-"}[r["met"]]) + ((f"({r['note']})",) if "note" in r else ())
+        for r in result["rows"]]
+    widths = [max(len(line[i]) for line in table if len(line) > i) for i in range(len(header))]
+    for line in table:
+        lines.append("  ".join(cell.ljust(widths[i]) if i < len(widths) else cell
+                               for i, cell in enumerate(line)).rstrip())
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    result = run(quick="--quick" in sys.argv, tiny="--tiny" in sys.argv)
+    print(json.dumps(result, indent=2) if "--json" in sys.argv else format_table(result))
