@@ -108,9 +108,11 @@ def test_rows_with_different_primes_match_their_single_runs(run):
     assert together[2].decode() == generate(run["loaded"], [" "], length=25, seed=3)[0]
 
 
-@pytest.mark.parametrize("preset", ["lstm", "arch2"])
-def test_greedy_text_matches_a_keras_loop(run, tmp_path, preset):
-    model = run["model"] if preset == "lstm" else zoo.presets.build(preset, vocabulary_size=27, units=8)
+@pytest.mark.parametrize("preset, feedback", [("lstm", None), ("arch2", "sample"), ("arch2", "probs")])
+def test_greedy_text_matches_a_keras_loop(run, tmp_path, preset, feedback):
+    """Arch 2 exports its free-running mode: fed-back samples, or the softmax if the run chose it."""
+    model = run["model"] if preset == "lstm" else zoo.presets.build(
+        preset, vocabulary_size=27, units=8, feedback=feedback)
     loaded = run["loaded"] if preset == "lstm" else tf.saved_model.load(
         str(export_model(model, ALPHABET, {"preset": preset}, tmp_path, preset)))
     prime = "the quick"

@@ -42,10 +42,29 @@ def test_a_run_trains_evaluates_and_writes_everything(tmp_path, corpus):
     assert metrics["valid_bpc"] < metrics["uniform_bpc"] - 1.0  # words are easy to learn
     assert metrics["valid_characters"] == 4 * ((len(corpus.valid) - 1) // 4) or metrics["valid_characters"] > 0
     assert json.loads((run / "metrics.json").read_text())["test_bpc"] == metrics["test_bpc"]
+    assert_tensorboard_explains_the_run(run / "logs")
     saved = configuration.Config.from_json((run / "config.json").read_text())
     assert saved.model["units"] == 8 and saved.steps == 40
     _, alphabet, model = load_run_model(run)
     assert alphabet == corpus.alphabet and model.count_params() > 0
+
+
+def assert_tensorboard_explains_the_run(logs):
+    """The run's own event files, read by TensorBoard's reader, hold every kind of summary."""
+    from tensorboard.backend.event_processing.event_accumulator import TENSORS, EventAccumulator
+
+    def tags(path):
+        accumulator = EventAccumulator(str(path), size_guidance={TENSORS: 0})
+        accumulator.Reload()
+        return set(accumulator.Tags()["tensors"])
+
+    train_tags = tags(logs / "train")
+    for tag in ("loss", "bpc", "learning_rate", "grad_norm", "clipped_fraction", "chars_per_second",
+                "sample", "gradient_flow", "gradient_flow/per_step_gain", "spectral_radius/arch1_0",
+                "weights/arch1_0/cell/recurrent_kernel", "gradients/arch1_0/cell/recurrent_kernel"):
+        assert tag in train_tags, tag
+    assert {"loss", "bpc"} <= tags(logs / "validation")
+    assert "_hparams_/session_start_info" in tags(logs)
 
 
 def weights(run_dir):
@@ -111,7 +130,8 @@ def test_cli_user_errors_are_one_line(argv, message, capsys, tmp_path):
     assert message in err and "Traceback" not in err
 
 
-def test_sigint_checkpoints_and_the_same_command_resumes(tmp_path):
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_checkpoints_before_exiting(tmp_path, signal_number):
     run = tmp_path / "run"
     command = [sys.executable, "-m", "training.cli", "train", "arch1", "--data", "builtin",
                "--run-dir", str(run), "--steps", "100000", "--set", "model.units=8",
@@ -122,9 +142,9 @@ def test_sigint_checkpoints_and_the_same_command_resumes(tmp_path):
     while not (run / "logs").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     time.sleep(2)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signal_number)
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 0, output
-    assert "SIGINT: checkpoint saved" in output
+    assert f"{signal.Signals(signal_number).name}: checkpoint saved" in output
     steps = int(output.split("checkpoint saved at step ")[1].split(";")[0])
     assert steps > 0 and (run / "checkpoints" / "checkpoint").exists()

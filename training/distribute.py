@@ -161,13 +161,7 @@ class DistributedTrainer(Trainer):
         # all-reduce is a merge_call, which may not sit in a replica-context cond branch.
         tf.cond(finite, apply, lambda: tf.constant(False))
         new_state = self.strategy.gather(new_state, axis=0)
-        return {
-            "loss": loss,
-            "grad_norm": norm,
-            "clipped": finite & (norm > self.clip_norm),
-            "finite": finite,
-            "state": tf.where(finite, new_state, state),
-        }
+        return self.step_result(loss, norm, finite, new_state, state)
 
     def _replica_gradients(self, inputs, targets, state):
         context = tf.distribute.get_replica_context()

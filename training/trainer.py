@@ -82,8 +82,11 @@ class Trainer:
             self.optimizer.apply_gradients(zip(clipped, self.model.trainable_variables))
             return tf.constant(True)
 
-        # A non-finite step changes nothing: no update, and the state it produced is dropped.
         tf.cond(finite, apply, lambda: tf.constant(False))
+        return self.step_result(loss, norm, finite, new_state, state)
+
+    def step_result(self, loss, norm, finite, new_state, state):
+        # A non-finite step changes nothing: no update, and the state it produced is dropped.
         return {
             "loss": loss,
             "grad_norm": norm,
