@@ -103,8 +103,12 @@ class Trainer:
     def learning_rate(self):
         return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
 
-    def evaluate(self, ids, streams=128, window=256, max_characters=None):
-        """Bits per character over `ids`, the state carried through parallel streams."""
+    def evaluate(self, ids, streams=128, window=64, max_characters=None):
+        """Bits per character over `ids`, the state carried through parallel streams.
+
+        Short windows keep the activations of a 512-unit LSTM at 128 streams small
+        (a window of 256 costs ~370 MB more) at the same speed.
+        """
         if max_characters is not None and len(ids) > max_characters + 1:
             ids = ids[: max_characters + 1]
         total, count = 0.0, 0
