@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from training import sampling
 from training.batches import evaluation_windows
 
 OPTIMIZER_CLASSES = {
@@ -133,10 +134,9 @@ def sample_text(model, alphabet, prime, length, seed, temperature=1.0):
     logits, state = step(tf.constant([ids], tf.int32), model.initial_state(1))
     out = []
     for t in range(length):
-        scaled = logits[:, -1] / temperature
-        next_id = tf.random.stateless_categorical(scaled, 1, seed=[seed, t], dtype=tf.int32)
-        out.append(int(next_id[0, 0]))
-        logits, state = step(next_id, state)
+        next_id = sampling.sample(logits[:, -1], temperature, 0, 1.0, seed, 0, t)
+        out.append(int(next_id[0]))
+        logits, state = step(next_id[:, None], state)
     return "".join(alphabet[i] for i in out)
 
 
