@@ -127,6 +127,17 @@ def test_windows_are_streams_shifted_by_one_and_carry_on():
         Windows(ids, batch_size=20, unrollings=3)
 
 
+def test_a_span_stacks_consecutive_windows():
+    windows = Windows(np.arange(100, dtype=np.uint8), batch_size=3, unrollings=4)
+    inputs, targets = windows.span(2, 3)
+    assert inputs.shape == targets.shape == (3, 3, 4) and inputs.dtype == np.int32
+    for k in range(3):
+        np.testing.assert_array_equal(inputs[k], windows[2 + k][0])
+        np.testing.assert_array_equal(targets[k], windows[2 + k][1])
+    with pytest.raises(IndexError):
+        windows.span(len(windows) - 2, 3)
+
+
 def test_evaluation_windows_score_every_character_once():
     ids = np.arange(103, dtype=np.uint8)
     pairs = list(evaluation_windows(ids, streams=5, window=7))

@@ -7,17 +7,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from zoo import Arch1, CharLM, presets
+from zoo import Arch1, Arch2, CharLM, presets
 
 
 def ids(batch, time, vocabulary_size=27, seed=0):
     return tf.constant(np.random.default_rng(seed).integers(0, vocabulary_size, (batch, time)), tf.int32)
 
 
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
 @pytest.mark.parametrize("combine", ["concat", "add"])
-def test_arch1_layer_equals_the_cell_in_keras_rnn(combine):
+def test_arch1_layer_equals_the_cell_in_keras_rnn(combine, activation):
     """The sequence layer's reordered maths is the cell's, values and gradients."""
-    layer = Arch1(4, vocabulary_size=7, combine=combine, activation="tanh",
+    layer = Arch1(4, vocabulary_size=7, combine=combine, activation=activation,
                   bias_initializer="random_normal")
     tokens = ids(3, 6, 7)
     state = tf.random.normal((3, layer.state_size))
@@ -32,6 +33,26 @@ def test_arch1_layer_equals_the_cell_in_keras_rnn(combine):
         np.testing.assert_allclose(tf.convert_to_tensor(tape.gradient(loss, variable)),
                                    tape.gradient(expected_loss, variable),
                                    rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_arch2_layer_tables_equal_the_cells_teacher_forcing(activation):
+    """Per-class logit tables give the cell's teacher-forced logits and gradients,
+    for streams that start (o = 0) and streams carried on."""
+    layer = Arch2(4, 7, activation=activation, bias_initializer="random_normal")
+    tokens = ids(3, 6, 7)
+    state = tf.constant(np.eye(7, dtype="float32")[[0, 3, 5]] * np.float32([[0], [1], [1]]))
+    with tf.GradientTape(persistent=True) as tape:
+        logits, final = layer(tokens, state, tokens, training=True)
+        started = tf.reduce_max(state, -1)[:, None]
+        fed_back = tf.one_hot(tokens, 7) * tf.concat([started, tf.ones((3, 5))], 1)[..., None]
+        expected = layer.cell.teacher_forced(tf.one_hot(tokens, 7), fed_back)
+        loss, expected_loss = tf.reduce_sum(logits**2), tf.reduce_sum(expected**2)
+    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(final, tf.one_hot(tokens[:, -1], 7))
+    for variable in layer.cell.trainable_variables:
+        np.testing.assert_allclose(tf.convert_to_tensor(tape.gradient(loss, variable)),
+                                   tape.gradient(expected_loss, variable), rtol=1e-4, atol=1e-5)
 
 
 def test_arch1_unrolled_equals_looped():

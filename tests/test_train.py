@@ -13,7 +13,7 @@ from training import config as configuration
 from training import data
 from training.cli import main
 from training.run import load_run_model
-from training.train import TrainingError, train
+from training.train import TrainingError, steps_in_next_call, train
 
 WORDS = "the quick brown fox jumps over a lazy dog and then runs far away".split()
 
@@ -27,8 +27,23 @@ def corpus():
 def small(preset="arch1", *overrides):
     return configuration.resolve(preset, [
         "model.units=8", "batch_size=4", "unrollings=8", "optimizer=adam", "learning_rate=0.02",
-        "eval_every=10", "checkpoint_every=10", "log_every=5", "histogram_every=10",
+        "eval_every=10", "checkpoint_every=10", "log_every=4", "histogram_every=10",
+        "steps_per_execution=4",
         "eval_characters=2000", "sample_length=20", "export=false", *overrides])
+
+
+@pytest.mark.parametrize("step, left_in_epoch, target, expected", [
+    (0, 1000, None, 25),  # a full call: the next log step is 50
+    (25, 1000, None, 25),
+    (30, 1000, None, 1),  # 20 steps to the log at 50
+    (0, 24, None, 1),  # the epoch ends first
+    (0, 1000, 10, 1),  # so does the run
+    (1000, 1000, 1025, 25),
+])
+def test_a_call_runs_several_steps_only_up_to_the_next_event(step, left_in_epoch, target, expected):
+    config = configuration.resolve("arch1", ["log_every=50", "eval_every=1000",
+                                             "checkpoint_every=500", "histogram_every=0"])
+    assert steps_in_next_call(config, step, left_in_epoch, target) == expected
 
 
 def test_a_run_trains_evaluates_and_writes_everything(tmp_path, corpus):

@@ -105,3 +105,31 @@ def test_loss_falls_on_a_learnable_corpus(preset):
         state = out["state"]
         losses.append(float(out["loss"]))
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+
+
+@pytest.mark.parametrize("family", ["arch1", "lstm"])
+def test_several_steps_per_call_equal_single_steps(family):
+    windows = np.random.default_rng(3).integers(0, 5, (4, 2, 6)).astype(np.int32)
+    targets = np.roll(windows, -1, axis=2)
+    runs = []
+    for stacked in (True, False):
+        keras.utils.set_random_seed(0)
+        model = CharLM(family, 5, 4)
+        trainer = Trainer(model, keras.optimizers.Adam(0.01), clip_norm=0.5)
+        state = model.initial_state(2)
+        if stacked:
+            out = trainer.train_steps(windows, targets, state)
+            losses, norms, state = out["loss"], out["grad_norm"], out["state"]
+        else:
+            losses, norms = [], []
+            for inputs, labels in zip(windows, targets):
+                out = trainer.train_step(inputs, labels, state)
+                losses, norms, state = losses + [out["loss"]], norms + [out["grad_norm"]], out["state"]
+        runs.append((np.array(losses), np.array(norms), state, model.get_weights()))
+    (losses, norms, state, weights), (one_losses, one_norms, one_state, one_weights) = runs
+    assert losses.shape == (4,) and len(set(losses)) == 4
+    np.testing.assert_allclose(losses, one_losses, rtol=1e-5)
+    np.testing.assert_allclose(norms, one_norms, rtol=1e-4)
+    np.testing.assert_allclose(state, one_state, rtol=1e-5, atol=1e-6)
+    for a, b in zip(weights, one_weights):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

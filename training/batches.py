@@ -41,8 +41,20 @@ class Windows:
         """Window `index` of the epoch (the cursor), as int32 (inputs, targets)."""
         if not 0 <= index < self.per_epoch:
             raise IndexError(index)
-        columns = slice(index * self.unrollings, (index + 1) * self.unrollings)
-        return (self.inputs[:, columns].astype(np.int32), self.targets[:, columns].astype(np.int32))
+        inputs, targets = self.span(index, 1)
+        return inputs[0], targets[0]
+
+    def span(self, index, count):
+        """Windows `index` to `index + count - 1`, as int32 `[count, batch, unrollings]` arrays."""
+        if count <= 0 or not 0 <= index <= self.per_epoch - count:
+            raise IndexError((index, count))
+        columns = slice(index * self.unrollings, (index + count) * self.unrollings)
+
+        def stack(rows):
+            windows = rows[:, columns].reshape(self.batch_size, count, self.unrollings)
+            return np.ascontiguousarray(windows.transpose(1, 0, 2), dtype=np.int32)
+
+        return stack(self.inputs), stack(self.targets)
 
 
 def evaluation_windows(ids, streams, window):

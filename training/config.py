@@ -22,6 +22,7 @@ class Config:
     decay_steps: int  # steps per decay period
     staircase: bool  # decay in whole periods (True) or smoothly (False)
     clip_norm: float  # gradients are clipped to this global norm
+    steps_per_execution: int = 25  # train steps per compiled call (small models: the call costs a step)
     data: str = "text8"  # corpus: text8, builtin, or a path
     normalize: str | None = None  # "text8" maps a text file to text8's alphabet
     steps: int | None = None  # stop after this many steps in all (None: no step limit)
@@ -109,8 +110,9 @@ def check(config):
         raise ValueError(f"unknown optimizer {config.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
     if config.strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {config.strategy!r}; valid: {', '.join(STRATEGIES)}")
-    for name in ("batch_size", "unrollings", "decay_steps", "eval_every", "log_every",
-                 "checkpoint_every", "keep_checkpoints", "max_bad_steps", "eval_streams"):
+    for name in ("batch_size", "unrollings", "steps_per_execution", "decay_steps", "eval_every",
+                 "log_every", "checkpoint_every", "keep_checkpoints", "max_bad_steps",
+                 "eval_streams"):
         if getattr(config, name) <= 0:
             raise ValueError(f"{name} must be positive, got {getattr(config, name)}")
     for name in ("learning_rate", "clip_norm", "decay_rate"):

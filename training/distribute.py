@@ -139,6 +139,16 @@ class DistributedTrainer(Trainer):
             super().__init__(model, optimizer, clip_norm, jit_compile=False)
         self._replicated_step = self.train_step
         self.train_step = self._checked_train_step
+        self.train_steps = self._one_call_per_step
+
+    def _one_call_per_step(self, inputs, targets, state):
+        # `Trainer.train_steps` loops inside one call; strategy.run cannot sit in that loop.
+        results = []
+        for step_inputs, step_targets in zip(inputs, targets):
+            results.append(self.train_step(step_inputs, step_targets, state))
+            state = results[-1]["state"]
+        names = ("loss", "grad_norm", "clipped", "finite")
+        return {"state": state, **{name: tf.stack([r[name] for r in results]) for name in names}}
 
     def _checked_train_step(self, inputs, targets, state):
         if len(inputs) % self.replicas:

@@ -49,6 +49,17 @@ def prepare_run(run_dir, config, corpus):
     write_json(run_dir / "alphabet.json", alphabet)
 
 
+def steps_in_next_call(config, step, left_in_epoch, target):
+    """`steps_per_execution`, or 1 when an epoch end, the target or a step that logs,
+    validates or checkpoints comes sooner (two compiled shapes, never more)."""
+    room = min(left_in_epoch, target - step if target is not None else left_in_epoch)
+    for every in (config.log_every, config.eval_every, config.checkpoint_every,
+                  config.histogram_every):
+        if every > 0:  # histogram_every may be 0: never
+            room = min(room, every - step % every)
+    return config.steps_per_execution if room >= config.steps_per_execution else 1
+
+
 def total_steps(config, per_epoch):
     limits = [config.steps] if config.steps is not None else []
     if config.epochs is not None:
@@ -142,32 +153,33 @@ def train(config: Config, run_dir, corpus=None):
             index = int(position) % len(windows)
             if index == 0:
                 state.assign(tf.zeros_like(state))  # a new epoch starts from a fresh state
-            inputs, targets = windows[index]
-            out = trainer.train_step(inputs, targets, state)
-            position.assign_add(1)
-            step = int(position)
-            if not bool(out["finite"]):
-                bad_steps += 1
+            count = steps_in_next_call(config, int(position), len(windows) - index, target)
+            inputs, targets = windows.span(index, count)
+            out = {name: value.numpy() for name, value in
+                   trainer.train_steps(inputs, targets, state).items()}
+            for offset, finite in enumerate(out["finite"], start=int(position) + 1):
+                bad_steps = 0 if finite else bad_steps + 1
                 if bad_steps >= config.max_bad_steps:
                     raise TrainingError(
                         f"{bad_steps} steps in a row had a non-finite loss or gradient (last at "
-                        f"step {step}); stopped. The last good checkpoint is kept in "
+                        f"step {offset}); stopped. The last good checkpoint is kept in "
                         f"{run_dir / 'checkpoints'}; try a lower --learning-rate or clip_norm.")
-                continue
-            bad_steps = 0
-            state.assign(out["state"])
-            characters.assign_add(inputs.size)
-            clipped, counted = clipped + int(out["clipped"]), counted + 1
-            loss = float(out["loss"])
-            if step % config.log_every == 0 or step == target:
+            position.assign_add(count)
+            step = int(position)
+            state.assign(out["state"])  # non-finite steps left it unchanged
+            good = int(out["finite"].sum())
+            characters.assign_add(good * inputs[0].size)
+            clipped, counted = clipped + int(out["clipped"].sum()), counted + good
+            loss = float(out["loss"][-1])
+            if (step % config.log_every == 0 or step == target) and out["finite"][-1]:
                 now = time.monotonic()
-                speed = (step - tick_step) * inputs.size / max(now - tick, 1e-9)
+                speed = (step - tick_step) * inputs[0].size / max(now - tick, 1e-9)
                 tick, tick_step = now, step
                 logger.log_train(step, loss, loss / math.log(2), trainer.learning_rate(),
-                                 float(out["grad_norm"]), clipped / counted, speed)
+                                 float(out["grad_norm"][-1]), clipped / max(counted, 1), speed)
                 progress.update(step, loss, trainer.learning_rate(), speed)
             if logger.wants_histograms(step):
-                _, gradients, _ = trainer.gradients(inputs, targets, state)
+                _, gradients, _ = trainer.gradients(inputs[-1], targets[-1], state)
                 logger.log_histograms(step, model, gradients)
             side_started = time.monotonic()
             if step % config.eval_every == 0:

@@ -250,11 +250,33 @@ class Arch2Cell(keras.Layer):
         )
         if self.bias is not None:
             preactivation = preactivation + self.bias
-        hidden = ops.relu(preactivation) if self.activation == "relu" else ops.tanh(preactivation)
+        hidden = self.activate(preactivation)
         logits = ops.matmul(hidden, self.output_kernel)
         if self.output_bias is not None:
             logits = logits + self.output_bias
         return logits
+
+    def logit_tables(self):
+        """Per-class logit tables for one-hot inputs and one-hot feedback.
+
+        With `x_t` and `o_{t-1}` one-hot, `logits_t = inputs_table[x_t] +
+        feedback_table[o_{t-1}]`; row `vocabulary_size` of `feedback_table`
+        stands for `o = 0`, the start of a stream. The output bias is in
+        `inputs_table`.
+        """
+        n = self.units
+        bias = self.bias if self.bias is not None else ops.zeros((2 * n,))
+        fed_back = ops.concatenate(
+            [self.recurrent_kernel, ops.zeros((1, n), dtype=self.recurrent_kernel.dtype)], axis=0
+        )
+        inputs_table = ops.matmul(self.activate(self.kernel + bias[:n]), self.output_kernel[:n])
+        if self.output_bias is not None:
+            inputs_table = inputs_table + self.output_bias
+        feedback_table = ops.matmul(self.activate(fed_back + bias[n:]), self.output_kernel[n:])
+        return inputs_table, feedback_table
+
+    def activate(self, x):
+        return ops.relu(x) if self.activation == "relu" else ops.tanh(x)
 
     def teacher_forced(self, inputs, previous_targets):
         """Logits for a whole `[batch, time, dim]` sequence, all steps at once.

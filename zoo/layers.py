@@ -2,9 +2,11 @@
 
 They hold an `Arch1Cell` / `Arch2Cell` (so the weights and maths are the
 cells') and do everything that does not depend on the previous step outside
-the time loop: the input transform is a row gather of U for ids (or one
-matmul for the whole window), and so is Arch 1's input half in concat mode.
-What is left inside the loop is one `[batch, n] x [n, n]` matmul per step.
+the time loop. With character ids as inputs, anything computed from one
+character alone takes one of `vocabulary_size` values, so it is computed once
+per class as a small table and gathered: U's rows, Arch 1's input half and
+its contribution to the next step, and all of Arch 2's teacher-forced logits.
+What is left inside Arch 1's loop is one `[batch, n] x [n, n]` matmul per step.
 """
 
 import keras
@@ -136,21 +138,26 @@ class Arch1(keras.Layer):
 
     def call(self, inputs, initial_state):
         cell, n = self.cell, self.units
-        projected = project(cell, inputs, self.vocabulary_size is not None)
+        token_inputs = self.vocabulary_size is not None
         bias = cell.bias if cell.bias is not None else ops.zeros((cell.state_size,))
         if self.combine == "add":
-            driven = projected + bias
+            driven = project(cell, inputs, token_inputs) + bias
             recurrent_kernel = cell.recurrent_kernel
             previous = initial_state
         else:
             # h_t = [act(x_t·U + b_in), act(h_{t-1}·W + b_rec)]: the first half never
-            # sees the past, and its contribution to the next step's second half
-            # is one matmul for the whole window.
-            first = cell.activate(projected + bias[:n])
-            previous_first = ops.concatenate(
-                [initial_state[:, None, :n], first[:, :-1]], axis=1
-            )
-            driven = ops.matmul(previous_first, cell.recurrent_kernel[:n]) + bias[n:]
+            # sees the past, so it and its contribution to the next step's second
+            # half are computed for the whole window at once.
+            carried_kernel = cell.recurrent_kernel[:n]
+            from_start = ops.matmul(initial_state[:, None, :n], carried_kernel)
+            if token_inputs:
+                first_table = cell.activate(cell.kernel + bias[:n])
+                first = ops.take(first_table, inputs, axis=0)
+                carried = ops.take(ops.matmul(first_table, carried_kernel), inputs[:, :-1], axis=0)
+            else:
+                first = cell.activate(ops.matmul(inputs, cell.kernel) + bias[:n])
+                carried = ops.matmul(first[:, :-1], carried_kernel)
+            driven = ops.concatenate([from_start, carried], axis=1) + bias[n:]
             recurrent_kernel = cell.recurrent_kernel[n:]
             previous = initial_state[:, n:]
 
@@ -263,9 +270,21 @@ class Arch2(keras.Layer):
 
     def call(self, inputs, initial_state, feedback_ids, training=False):
         cell, size = self.cell, self.vocabulary_size
+        started = ops.max(initial_state, axis=-1, keepdims=True) > 0
+        if (training or self.feedback == "sample") and self.token_inputs:
+            # Each half of h depends on one class (x_t, or the fed-back o_{t-1}),
+            # so the logits are a sum of two rows of per-class tables.
+            input_table, feedback_table = cell.logit_tables()
+            # Row `size` of the feedback table is the start of a stream, o = 0.
+            first_feedback = ops.where(started[:, 0], feedback_ids[:, 0], size)
+            feedback_rows = ops.concatenate([first_feedback[:, None], feedback_ids[:, 1:]], axis=1)
+            logits = ops.take(input_table, inputs, axis=0) + ops.take(
+                feedback_table, feedback_rows, axis=0
+            )
+            return logits, ops.one_hot(feedback_ids[:, -1], size, dtype="float32")
         projected = project(cell, inputs, self.token_inputs)
         if training or self.feedback == "sample":
-            started = ops.cast(ops.max(initial_state, axis=-1, keepdims=True) > 0, "float32")
+            started = ops.cast(started, "float32")
             fed_back = ops.one_hot(feedback_ids, size, dtype="float32")
             fed_back = ops.concatenate(
                 [fed_back[:, :1] * started[:, None], fed_back[:, 1:]], axis=1
