@@ -5,6 +5,7 @@ micro-batcher thread, streams to the thread pool one chunk at a time.
 """
 
 import asyncio
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -59,7 +60,14 @@ def create_app(models_dir, max_length=2000, max_samples=16, rescan_interval=2.0,
         ValueError: `models_dir` does not exist.
     """
     repository = ModelRepository(models_dir, rescan_interval, max_batch_rows)
-    app = FastAPI(title="charzoo", description="Sample text from charzoo's character language models.")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        repository.close()
+
+    app = FastAPI(title="charzoo", description="Sample text from charzoo's character language models.",
+                  lifespan=lifespan)
     app.state.repository = repository
 
     def get_model(name):
@@ -94,7 +102,7 @@ def create_app(models_dir, max_length=2000, max_samples=16, rescan_interval=2.0,
         settings = body.model_dump(exclude={"prime", "seed", "stream"})
         started = time.perf_counter()
         if body.stream:
-            model = await run_in_threadpool(get_model, name)
+            model = get_model(name)
             try:
                 chunks = model.stream(body.prime, seed=seed, **settings)
                 first = await run_in_threadpool(next, chunks, None)
@@ -105,11 +113,9 @@ def create_app(models_dir, max_length=2000, max_samples=16, rescan_interval=2.0,
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
-        try:
-            model, future = await run_in_threadpool(
-                repository.submit, name, body.prime, body.length, body.temperature, body.top_k,
-                body.top_p, seed, body.num_samples,
-            )
+        try:  # submit only queues the request: fine on the event loop
+            model, future = repository.submit(name, body.prime, body.length, body.temperature,
+                                              body.top_k, body.top_p, seed, body.num_samples)
         except KeyError:
             raise HTTPException(404, detail=f"no model called {name!r}") from None
         except ValueError as error:

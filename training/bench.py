@@ -17,13 +17,14 @@ import sys
 import tempfile
 import time
 import types
+import urllib.request
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from training import peers
+from training import config, peers
 from training.peers import rate
 from training.batches import Windows
 from training.trainer import Trainer, make_optimizer
@@ -79,7 +80,12 @@ def shapes(family, tiny):
 
 
 def flops_per_char(family, units, vocabulary):
-    """Dense multiply-adds x2 of one forward character (gathers count 0); x3 for training."""
+    """The model's FLOPs per training character: dense multiply-adds x2 of the
+    forward pass (the input gather counts 0), x3 for forward and backward.
+
+    Like MFU, this counts the model's work, not the work executed: Arch 1's
+    and Arch 2's per-class tables skip part of it, so their rate can read
+    higher than the arithmetic actually done."""
     recurrent = {"arch1": 2 * units * units, "arch2": vocabulary * units,
                  "lstm": units * 4 * units, "gru": units * 3 * units}[family]
     output = (2 * units if family in ("arch1", "arch2") else units) * vocabulary
@@ -91,16 +97,19 @@ def matmul_peak(repeats, seconds, size=2048):
     return rate(lambda: tf.linalg.matmul(a, a).numpy(), 2 * size**3, repeats, seconds)
 
 
-def our_train_step(family, training, units):
+def our_train_step(family, training, units, steps_per_execution):
+    """charzoo's training end to end: the next windows from `Windows`, then one
+    compiled call of `steps_per_execution` train steps, the state carried."""
     model = presets.build(family, vocabulary_size=len(ALPHABET), units=units)
     trainer = Trainer(model, make_optimizer(types.SimpleNamespace(**training)), training["clip_norm"])
-    inputs, targets = peers.random_window(training["batch_size"], training["unrollings"], len(ALPHABET))
-    inputs, targets = tf.constant(inputs), tf.constant(targets)
-    carry = [model.initial_state(training["batch_size"])]
+    ids = np.random.default_rng(0).integers(0, len(ALPHABET), 2_000_000, dtype=np.uint8)
+    windows = Windows(ids, training["batch_size"], training["unrollings"])
+    carry = [model.initial_state(training["batch_size"]), 0]
 
     def run():
-        out = trainer.train_step(inputs, targets, carry[0])
-        carry[0] = out["state"]
+        index = carry[1] if carry[1] + steps_per_execution <= len(windows) else 0
+        out = trainer.train_steps(*windows.span(index, steps_per_execution), carry[0])
+        carry[0], carry[1] = out["state"], index + steps_per_execution
         out["loss"].numpy()
 
     return run
@@ -137,8 +146,13 @@ def train_rows(tiny, effort):
         label, training, units, kind, width, activation = peer_setup(family, tiny)
         batch, unrollings, clip = training["batch_size"], training["unrollings"], training["clip_norm"]
         chars = batch * unrollings
-        ours = rate(our_train_step(family, training, units), chars, repeats, seconds)
+        per_call = config.resolve(family).steps_per_execution
+        ours = rate(our_train_step(family, training, units, per_call), per_call * chars, repeats,
+                    seconds)
+        single = rate(our_train_step(family, training, units, 1), chars, repeats, seconds)
         speeds[family] = ours / chars
+        rows.append(row(f"{label}, steps_per_execution={per_call}", ours, "chars/s",
+                        "steps_per_execution=1", single))
         gated = family in ("lstm", "gru")
         if not gated:
             tf1 = rate(peers.tf1_graph_step(family, batch, unrollings, units, vocabulary,
@@ -155,7 +169,7 @@ def train_rows(tiny, effort):
                         target=1.0 if gated else None,
                         note=None if has_torch else "torch not importable: skipped"))
         achieved = ours * flops_per_char(family, units, vocabulary)
-        rows.append(row(f"train {family} achieved FLOP/s", achieved / 1e9, "GFLOP/s",
+        rows.append(row(f"train {family} model FLOP/s", achieved / 1e9, "GFLOP/s",
                         "matmul peak", peak / 1e9))
     return rows, speeds
 
@@ -238,9 +252,12 @@ def sampling_rows(model, units, models_dir, effort):
     many = rate(export_call(64), 64 * length, repeats, seconds)
     eager = rate(keras_loop(eager_step), 1, repeats, seconds)
     graph = rate(keras_loop(tf.function(eager_step)), 1, repeats, seconds)
+    tutorial = rate(peers.tutorial_sampler(units, ALPHABET), 1, repeats, seconds)
     name = f"sample lstm export, 1 stream ({length} chars/call)"
     rows = [row(name, one, "chars/s", "Python loop: Keras model per char", eager),
-            row(name, one, "chars/s", "Python loop: tf.function step per char", graph, target=10.0)]
+            row(name, one, "chars/s", "Python loop: TF tutorial's OneStep, Keras LSTM",
+                tutorial, target=10.0),
+            row(name, one, "chars/s", "Python loop: bare tf.function step per char", graph)]
     many_name = f"sample lstm export, 64 streams ({length} chars/call)"
     note = None if peers.torch_version() else "torch not importable: skipped"
     torch_speeds = {} if note else peers.torch_rates(
@@ -258,77 +275,123 @@ def free_port():
         return s.getsockname()[1]
 
 
-async def requests(url, clients, per_client, length, num_samples=1):
-    """Latencies (s), errors and wall time of `clients` clients sending `per_client` requests each."""
-    import httpx
+async def post_json(connection, path, payload):
+    """One HTTP/1.1 POST on a kept-alive connection; returns (status, body bytes)."""
+    reader, writer = connection
+    body = json.dumps(payload).encode()
+    writer.write(b"POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (path.encode(), len(body), body))
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    length = next(int(line.split(":", 1)[1]) for line in head[1:]
+                  if line.lower().startswith("content-length:"))
+    return int(head[0].split()[1]), await reader.readexactly(length)
 
+
+async def requests(port, path, clients, per_client, length, num_samples=1):
+    """Latencies (s), errors and wall time of `clients` clients sending `per_client` requests each.
+
+    A bare asyncio HTTP client (one kept-alive connection per client): on a
+    small machine the load generator shares the cores with the server, and
+    httpx spent ~1.4 ms of CPU per request, a third of what the server did.
+    """
     latencies, errors = [], 0
 
-    async def client(http, number):
+    async def client(number):
         nonlocal errors
-        for i in range(per_client):
-            started = time.perf_counter()
-            try:
-                response = await http.post(url, json={"prime": "the ", "length": length, "num_samples": num_samples,
-                                                      "seed": number * per_client + i})
-                response.raise_for_status()
-                latencies.append(time.perf_counter() - started)
-            except httpx.HTTPError:
-                errors += 1
+        connection = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for i in range(per_client):
+                payload = {"prime": "the ", "length": length, "num_samples": num_samples,
+                           "seed": number * per_client + i}
+                started = time.perf_counter()
+                try:
+                    status, _ = await post_json(connection, path, payload)
+                except (OSError, asyncio.IncompleteReadError, ValueError):
+                    errors += 1
+                    connection[1].close()
+                    connection = await asyncio.open_connection("127.0.0.1", port)
+                    continue
+                if status == 200:
+                    latencies.append(time.perf_counter() - started)
+                else:
+                    errors += 1
+        finally:
+            connection[1].close()
 
     started = time.perf_counter()
-    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=clients)) as http:
-        await asyncio.gather(*(client(http, n) for n in range(clients)))
+    await asyncio.gather(*(client(n) for n in range(clients)))
     return latencies, errors, time.perf_counter() - started
 
 
-def service_rows(models_dir, effort, length=100):
-    import httpx
+def cpu_seconds(pid):
+    """User + system CPU seconds of process `pid` so far (Linux), or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+
+def wait_for_server(port, server, seconds=180):
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+                if json.loads(response.read())["models"] >= 1:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline or server.poll() is not None:
+            raise RuntimeError("the server did not come up")
+        time.sleep(0.2)
+
+
+def service_rows(models_dir, effort, length=100):
     port = free_port()
     code = f"from serving.app import serve; serve({str(models_dir)!r}, port={port})"
     server = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, cwd=Path(__file__).resolve().parent.parent)
-    base = f"http://127.0.0.1:{port}"
+    path, per_client, cpu = "/v1/models/lstm:sample", effort[3], {}
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).json()["models"] >= 1:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise RuntimeError("the server did not come up")
-            time.sleep(0.2)
-        url = f"{base}/v1/models/lstm:sample"
-        per_client = effort[3]
+        wait_for_server(port, server)
         # Warm-up: the export compiles once per batch bucket (powers of two up to 64 rows);
         # requests of n samples, then bursts of 16-sample requests, reach every bucket.
         for rows in (1, 2, 4, 8, 16):
-            asyncio.run(requests(url, 1, 1, length, rows))
+            asyncio.run(requests(port, path, 1, 1, length, rows))
         for clients in (2, 4):
-            asyncio.run(requests(url, clients, 2, length, 16))
-        asyncio.run(requests(url, 32, 2, length))
-        serial, serial_errors, serial_wall = asyncio.run(requests(url, 1, 4 * per_client, length))
-        crowd, crowd_errors, crowd_wall = asyncio.run(requests(url, 32, per_client, length))
+            asyncio.run(requests(port, path, clients, 2, length, 16))
+        asyncio.run(requests(port, path, 32, 2, length))
+        results = {}
+        for name, clients, each in (("serial", 1, 4 * per_client), ("crowd", 32, per_client)):
+            before = cpu_seconds(server.pid), time.process_time()
+            results[name] = asyncio.run(requests(port, path, clients, each, length))
+            if before[0] is not None:
+                done = len(results[name][0]) or 1
+                cpu[name] = ((cpu_seconds(server.pid) - before[0]) / done,
+                             (time.process_time() - before[1]) / done)
     finally:
         server.terminate()
         server.wait(30)
+    (serial, serial_errors, serial_wall), (crowd, crowd_errors, crowd_wall) = results.values()
     serial_rate, crowd_rate = len(serial) / serial_wall, len(crowd) / crowd_wall
 
     def percentile(values, q):
         return 1000 * float(np.percentile(values, q)) if values else float("nan")
 
-    errors = serial_errors + crowd_errors
     label = f"service, {length} chars/request"
-    return [row(f"{label}: 32 concurrent clients", crowd_rate, "req/s", "serial requests",
+    rows = [row(f"{label}: 32 concurrent clients", crowd_rate, "req/s", "serial requests",
                 serial_rate, target=8.0),
             row(f"{label}: p50 latency, 32 concurrent", percentile(crowd, 50), "ms",
                 "serial p50", percentile(serial, 50)),
             row(f"{label}: p99 latency, 32 concurrent", percentile(crowd, 99), "ms",
                 "serial p99", percentile(serial, 99)),
-            row(f"{label}: errors", float(errors), "requests", target=0.0, lower_is_better=True)]
+            row(f"{label}: errors", float(serial_errors + crowd_errors), "requests", target=0.0,
+                lower_is_better=True)]
+    if cpu:
+        for i, side in enumerate(("server", "load generator")):
+            rows.append(row(f"{label}: {side} CPU per request, 32 concurrent",
+                            1000 * cpu["crowd"][i], "ms", "serial", 1000 * cpu["serial"][i]))
+    return rows
 
 
 def run(quick: bool, tiny: bool = False, sections=("train", "pipeline", "sampling", "service", "memory")):

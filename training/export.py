@@ -34,9 +34,10 @@ import tensorflow as tf
 
 from training import sampling
 
-# Characters generated per call of the compiled inner loop: long enough to
-# amortise the call, short enough that a stream gets its first chunk quickly.
-CHUNK = 16
+# Most characters generated per call of the compiled inner loop; each call
+# costs about as much as a character of an LSTM-512, so calls are long.
+# (Streams ask `resume` for short chunks; a call never runs past `length`.)
+CHUNK = 256
 
 
 class Generator(tf.Module):
@@ -73,18 +74,17 @@ class Generator(tf.Module):
                 tf.zeros([1], tf.int32), ones, tf.zeros([1], tf.int64), tf.zeros([1], tf.int32))
 
     def _chunk_impl(self, state, last, temperature, top_k, top_p, seed, index, offset, remaining):
-        """CHUNK steps of sampling; steps from `remaining` on leave the state as it is."""
+        """`min(CHUNK, remaining)` steps of sampling; ids `[batch, CHUNK]`, zeros after those."""
         ids = tf.TensorArray(tf.int32, size=CHUNK)
 
         def body(t, state, last, ids):
-            logits, new_state = self.model([last[:, None], state], training=False)
-            drawn = sampling.sample(logits[:, -1], temperature, top_k, top_p, seed, index, offset + t)
-            active = t < remaining
-            return (t + 1, tf.where(active, new_state, state), tf.where(active, drawn, last),
-                    ids.write(t, drawn))
+            logits, state = self.model([last[:, None], state], training=False)
+            last = sampling.sample(logits[:, -1], temperature, top_k, top_p, seed, index, offset + t)
+            return t + 1, state, last, ids.write(t, last)
 
+        steps = tf.minimum(CHUNK, remaining)
         _, state, last, ids = tf.while_loop(
-            lambda t, *_: t < CHUNK, body, (tf.constant(0), state, last, ids)
+            lambda t, *_: t < steps, body, (tf.constant(0), state, last, ids)
         )
         return tf.transpose(ids.stack()), state, last
 

@@ -48,6 +48,21 @@ def torch_version():
     return torch.__version__
 
 
+def keras_language_model(kind, units, vocabulary, activation="tanh"):
+    """`[ids, *states] -> [logits, *states]` with a Keras built-in recurrent layer
+    on one-hot ids and a Dense head; returns the model and its number of states."""
+    layer_class = {"simple": keras.layers.SimpleRNN, "lstm": keras.layers.LSTM,
+                   "gru": keras.layers.GRU}[kind]
+    extra = {"activation": activation} if kind == "simple" else {}
+    count = 2 if kind == "lstm" else 1
+    ids = keras.Input((None,), dtype="int32")
+    states = [keras.Input((units,)) for _ in range(count)]
+    outputs = layer_class(units, return_sequences=True, return_state=True, **extra)(
+        ops.one_hot(ids, vocabulary), initial_state=states)
+    logits = keras.layers.Dense(vocabulary)(outputs[0])
+    return keras.Model([ids, *states], [logits, *outputs[1:]]), count
+
+
 def keras_train_step(kind, batch, unrollings, units, vocabulary, optimizer, clip_norm,
                      activation="tanh"):
     """A Keras built-in recurrent layer trained by a plain `tf.function` step.
@@ -61,16 +76,7 @@ def keras_train_step(kind, batch, unrollings, units, vocabulary, optimizer, clip
         clip_norm: global-norm clip.
         activation: SimpleRNN's activation.
     """
-    layer_class = {"simple": keras.layers.SimpleRNN, "lstm": keras.layers.LSTM,
-                   "gru": keras.layers.GRU}[kind]
-    extra = {"activation": activation} if kind == "simple" else {}
-    count = 2 if kind == "lstm" else 1
-    ids = keras.Input((None,), dtype="int32")
-    states = [keras.Input((units,)) for _ in range(count)]
-    outputs = layer_class(units, return_sequences=True, return_state=True, **extra)(
-        ops.one_hot(ids, vocabulary), initial_state=states)
-    logits = keras.layers.Dense(vocabulary)(outputs[0])
-    model = keras.Model([ids, *states], [logits, *outputs[1:]])
+    model, count = keras_language_model(kind, units, vocabulary, activation)
     optimizer.build(model.trainable_variables)
 
     @tf.function
@@ -173,6 +179,43 @@ def tf1_graph_step(family, batch, unrollings, units, vocabulary, learning_rate, 
     def run():
         feed = dict(zip(data, batches.next()))
         session.run([update, loss], feed_dict=feed)
+
+    return run
+
+
+def tutorial_sampler(units, alphabet, temperature=1.0):
+    """The TensorFlow text-generation tutorial's sampler, one character per call.
+
+    Its model (a Keras built-in LSTM here, on one-hot ids, with a Dense head)
+    and its `OneStep.generate_one_step`: a `tf.function` that maps the last
+    character to an id with `StringLookup`, runs the model one step, scales
+    by the temperature, adds the `[UNK]` mask (nothing to mask in this
+    alphabet, which has no `[UNK]`: kept for its cost), draws with
+    `tf.random.categorical` and maps the id back to a character; a Python loop
+    calls it per character and keeps the characters.
+    """
+    model, _ = keras_language_model("lstm", units, len(alphabet))
+    ids_from_chars = keras.layers.StringLookup(vocabulary=list(alphabet), num_oov_indices=0)
+    chars_from_ids = keras.layers.StringLookup(vocabulary=list(alphabet), num_oov_indices=0,
+                                               invert=True)
+    mask = tf.zeros([len(alphabet)])
+
+    @tf.function
+    def generate_one_step(inputs, states):
+        input_ids = ids_from_chars(tf.strings.unicode_split(inputs, "UTF-8")).to_tensor()
+        logits, *states = model([tf.cast(input_ids, tf.int32), *states], training=False)
+        logits = logits[:, -1, :] / temperature + mask
+        predicted_ids = tf.squeeze(tf.random.categorical(logits, num_samples=1), axis=-1)
+        return chars_from_ids(predicted_ids), states
+
+    carry = [tf.constant([alphabet[0]]), [tf.zeros((1, units)), tf.zeros((1, units))]]
+    result = []
+
+    def run():
+        carry[0], carry[1] = generate_one_step(carry[0], carry[1])
+        result.append(carry[0])
+        if len(result) > 1000:
+            result.clear()
 
     return run
 

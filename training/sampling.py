@@ -104,7 +104,10 @@ def sample(logits, temperature, top_k, top_p, seed, index, step):
     greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
     # Greedy rows divide by 1 so they cannot produce inf/nan on the way.
     safe = tf.where(temperature > 0, temperature, tf.ones_like(temperature))
-    kept = filter_logits(logits / safe[:, None], rows(top_k, tf.int32), rows(top_p, tf.float32))
+    scaled, top_k, top_p = logits / safe[:, None], rows(top_k, tf.int32), rows(top_p, tf.float32)
+    # Filtering sorts every row; skip it when no row asks for it (the common case).
+    kept = tf.cond(tf.reduce_all(top_k == 0) & tf.reduce_all(top_p >= 1.0), lambda: scaled,
+                   lambda: filter_logits(scaled, top_k, top_p))
     noise = uniform_noise(rows(seed, tf.int64), rows(index, tf.int32), step, tf.shape(logits)[-1])
     gumbel = -tf.math.log(-tf.math.log(noise))
     drawn = tf.argmax(kept + gumbel, axis=-1, output_type=tf.int32)
