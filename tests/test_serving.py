@@ -203,3 +203,13 @@ def test_sampler_finds_the_newest_version_and_reports_user_errors(models_dir, tm
     with pytest.raises(ValueError, match="top_p"):
         model.sample("abc", top_p=0)
     assert sampler.normalize_text8("Hi, 2 U!", ALPHABET) == "hi two u "
+
+
+def test_the_bench_load_generator_counts_answers_and_errors(server):
+    from training import loadgen
+
+    port = int(server["url"].rsplit(":", 1)[1])
+    latencies, errors, wall = asyncio.run(loadgen.requests(port, "/v1/models/tiny:sample", 4, 2, 5))
+    assert len(latencies) == 8 and errors == 0 and 0 < max(latencies) <= wall
+    latencies, errors, _ = asyncio.run(loadgen.requests(port, "/v1/models/nope:sample", 2, 2, 5))
+    assert latencies == [] and errors == 4

@@ -22,7 +22,7 @@ class Config:
     decay_steps: int  # steps per decay period
     staircase: bool  # decay in whole periods (True) or smoothly (False)
     clip_norm: float  # gradients are clipped to this global norm
-    steps_per_execution: int = 25  # train steps per compiled call (small models: the call costs a step)
+    steps_per_execution: int = 25  # train steps per compiled call; a call costs ~a small step
     data: str = "text8"  # corpus: text8, builtin, or a path
     normalize: str | None = None  # "text8" maps a text file to text8's alphabet
     steps: int | None = None  # stop after this many steps in all (None: no step limit)

@@ -95,7 +95,7 @@ class Trainer:
         return self.step_result(loss, norm, finite, new_state, state)
 
     def _train_steps(self, inputs, targets, state):
-        # At the reference shapes a call costs as much as a step (~0.6 ms of
+        # At the reference shapes a call costs about as much as a step (~0.5 ms of
         # dispatch and variable handling), so one call runs several steps.
         count = tf.shape(inputs)[0]
         names = {"loss": tf.float32, "grad_norm": tf.float32, "clipped": tf.bool, "finite": tf.bool}
