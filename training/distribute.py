@@ -16,7 +16,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from training.checkpoints import Checkpoints
-from training.trainer import Trainer
+from training.trainer import PER_STEP, Trainer
 
 TF_CONFIG_EXAMPLE = ('TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
                      '"task": {"type": "worker", "index": 0}}\' (the same cluster on every '
@@ -147,8 +147,7 @@ class DistributedTrainer(Trainer):
         for step_inputs, step_targets in zip(inputs, targets):
             results.append(self.train_step(step_inputs, step_targets, state))
             state = results[-1]["state"]
-        names = ("loss", "grad_norm", "clipped", "finite")
-        return {"state": state, **{name: tf.stack([r[name] for r in results]) for name in names}}
+        return {"state": state, **{name: tf.stack([r[name] for r in results]) for name in PER_STEP}}
 
     def _checked_train_step(self, inputs, targets, state):
         if len(inputs) % self.replicas:

@@ -17,6 +17,10 @@ OPTIMIZER_CLASSES = {
 }
 
 
+# What `train_steps` returns per step (stacked), beside the final state.
+PER_STEP = {"loss": tf.float32, "grad_norm": tf.float32, "clipped": tf.bool, "finite": tf.bool}
+
+
 def learning_rate_schedule(config):
     return keras.optimizers.schedules.ExponentialDecay(
         config.learning_rate, config.decay_steps, config.decay_rate, staircase=config.staircase
@@ -98,12 +102,12 @@ class Trainer:
         # At the reference shapes a call costs about as much as a step (~0.5 ms of
         # dispatch and variable handling), so one call runs several steps.
         count = tf.shape(inputs)[0]
-        names = {"loss": tf.float32, "grad_norm": tf.float32, "clipped": tf.bool, "finite": tf.bool}
-        arrays = {name: tf.TensorArray(dtype, size=count) for name, dtype in names.items()}
+        arrays = {name: tf.TensorArray(dtype, size=count) for name, dtype in PER_STEP.items()}
 
         def body(i, state, arrays):
             out = self._train_step(inputs[i], targets[i], state)
-            return i + 1, out["state"], {name: arrays[name].write(i, out[name]) for name in names}
+            arrays = {name: arrays[name].write(i, out[name]) for name in PER_STEP}
+            return i + 1, out["state"], arrays
 
         _, state, arrays = tf.while_loop(lambda i, *_: i < count, body, (0, state, arrays))
         return {"state": state, **{name: array.stack() for name, array in arrays.items()}}

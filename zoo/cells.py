@@ -275,8 +275,7 @@ class Arch2Cell(keras.Layer):
         feedback_table = ops.matmul(self.activate(fed_back + bias[n:]), self.output_kernel[n:])
         return inputs_table, feedback_table
 
-    def activate(self, x):
-        return ops.relu(x) if self.activation == "relu" else ops.tanh(x)
+    activate = Arch1Cell.activate
 
     def teacher_forced(self, inputs, previous_targets):
         """Logits for a whole `[batch, time, dim]` sequence, all steps at once.
