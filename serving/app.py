@@ -1,65 +1,97 @@
-"""The HTTP API over a model repository: list models, sample, stream.
+"""The HTTP API over a model repository: list models, sample, stream, health, metrics.
 
 TensorFlow never runs on the event loop: plain requests go to each model's
-micro-batcher thread, streams to the thread pool one chunk at a time.
+micro-batcher thread, streams to a small thread pool of their own one chunk
+at a time, so `/healthz` answers at once however busy the models are.
+Every request is checked completely before anything is queued, so a bad one
+fails alone.
 """
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import time
 from pathlib import Path
 
+import anyio
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import run_in_threadpool
 
+from serving.batching import Abandoned
+from serving.batching import Request as Work
+from serving.guard import Guard, SlowHeadersTimeout
+from serving.metrics import Metrics
 from serving.repository import ModelRepository
-from serving.sampler import new_seed
+from serving.sampler import Limits, SettingError, Settings, new_seed
 
 STATIC = Path(__file__).parent / "static"
+# What one request may ask for by default (`charzoo serve --max-...` changes them).
+LIMITS = Limits(max_length=2000, max_samples=16, max_prime=4000, max_characters=32_000)
 
 
 class SampleRequest(BaseModel):
-    """What to generate. Omit `seed` to have one chosen (and returned)."""
+    """What to generate. Omit `seed` to have one chosen (and returned).
 
-    model_config = ConfigDict(strict=True, extra="forbid")
+    Types only: the ranges are checked once, by `serving.sampler.check_settings`.
+    """
+
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
     prime: str = Field("", description="text to continue; empty starts from a space")
-    length: int = Field(200, ge=0, description="characters to generate per sample")
-    temperature: float = Field(1.0, ge=0, description="0 = greedy")
-    top_k: int = Field(0, ge=0, description="0 = off")
-    top_p: float = Field(1.0, gt=0, le=1, description="nucleus mass, 1 = off")
-    seed: int | None = Field(None, ge=0, lt=2**63)
-    num_samples: int = Field(1, ge=1)
+    length: int = Field(Settings.length, description="characters to generate per sample")
+    temperature: float = Field(Settings.temperature, description="0 = greedy")
+    top_k: int = Field(Settings.top_k, description="0 = off")
+    top_p: float = Field(Settings.top_p, description="nucleus mass, 1 = off")
+    seed: int | None = Field(None, description="0 <= seed < 2**63; omitted: chosen and returned")
+    num_samples: int = Field(Settings.num_samples)
     stream: bool = Field(False, description="answer as server-sent events")
 
-
-def unprocessable(field, message):
-    return HTTPException(422, detail=[{"loc": ["body", field], "msg": message, "type": "value_error"}])
-
-
-def field_of(message):
-    """The request field a sampler error names (its messages start with it)."""
-    first = message.split(" ", 1)[0]
-    return first if first in SampleRequest.model_fields else "prime"
+    def settings(self):
+        return Settings(self.length, self.temperature, self.top_k, self.top_p, self.num_samples)
 
 
-def create_app(models_dir, max_length=2000, max_samples=16, rescan_interval=2.0, max_batch_rows=64):
-    """The FastAPI app serving the newest version of every model in `models_dir`.
+def unprocessable(error):
+    return HTTPException(422, detail=[{"loc": ["body", error.field], "msg": str(error),
+                                       "type": "value_error"}])
+
+
+def validation_errors(request, error):
+    """422 naming each field; without the offending input, which may be a
+    NaN or Infinity that JSON cannot carry (or a megabyte of prime)."""
+    detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in error.errors()]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+def create_app(models_dir, limits=LIMITS, max_body=65_536, request_timeout=30.0, body_timeout=10.0,
+               stream_threads=4, rescan_interval=2.0, max_batch_rows=64):
+    """The FastAPI app serving the newest loadable version of every model in `models_dir`.
 
     Args:
         models_dir: str or Path, laid out as `<name>/<version>/`.
-        max_length: int, the longest `length` accepted.
-        max_samples: int, the most `num_samples` accepted.
-        rescan_interval: float, seconds between looks for new versions.
+        limits: `serving.sampler.Limits`, what one request may ask for.
+        max_body: int, the largest request body in bytes (413 above).
+        request_timeout: float, seconds a request may take before it is
+            cancelled (504); streams end with an `error` event.
+        body_timeout: float, seconds to wait for each piece of a request
+            body before giving up on a stalled client (408).
+        stream_threads: int, threads generating streams (more streams wait).
+        rescan_interval: float, seconds between looks at `models_dir`.
         max_batch_rows: int, the most rows merged into one call of a model.
 
     Raises:
-        ValueError: `models_dir` does not exist.
+        ValueError: `models_dir` does not exist, or a limit is not positive.
     """
-    repository = ModelRepository(models_dir, rescan_interval, max_batch_rows)
+    for name, value in (("max_body", max_body), ("request_timeout", request_timeout),
+                        ("body_timeout", body_timeout), ("stream_threads", stream_threads),
+                        *dataclasses.asdict(limits).items()):
+        if value is not None and not value > 0:
+            raise ValueError(f"{name} must be positive, got {value}")
+    metrics = Metrics()
+    repository = ModelRepository(models_dir, rescan_interval, max_batch_rows, metrics)
+    stream_limiter = anyio.CapacityLimiter(stream_threads)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -68,7 +100,11 @@ def create_app(models_dir, max_length=2000, max_samples=16, rescan_interval=2.0,
 
     app = FastAPI(title="charzoo", description="Sample text from charzoo's character language models.",
                   lifespan=lifespan)
+    app.add_exception_handler(RequestValidationError, validation_errors)
+    app.add_middleware(Guard, max_body=max_body, body_timeout=body_timeout, metrics=metrics,
+                       known_models=lambda: repository.models().keys())
     app.state.repository = repository
+    app.state.metrics = metrics
 
     def get_model(name):
         model = repository.get(name)
@@ -77,74 +113,132 @@ def create_app(models_dir, max_length=2000, max_samples=16, rescan_interval=2.0,
         return model
 
     @app.get("/", include_in_schema=False)
-    def index():
+    async def index():
         return FileResponse(STATIC / "index.html")
 
     @app.get("/healthz")
-    def healthz():
-        return {"status": "ok", "models": len(repository.models())}
+    @app.head("/healthz", include_in_schema=False)
+    async def healthz():
+        """Liveness, always 200; `status` is "degraded" if a model has versions that fail to load."""
+        states = repository.health()
+        served = sum(s["state"] == "serving" for s in states.values())
+        broken = any(s["failed"] for s in states.values())
+        return {"status": "degraded" if broken or not served else "ok", "models": served,
+                "states": states}
+
+    @app.get("/readyz")
+    @app.head("/readyz", include_in_schema=False)
+    async def readyz():
+        """Readiness: 200 once at least one model is served, else 503."""
+        served = len(repository.models())
+        return JSONResponse({"ready": served > 0, "models": served}, status_code=200 if served else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus():
+        return Response(metrics.text(), media_type=metrics.content_type)
 
     @app.get("/v1/models")
-    def list_models():
+    async def list_models():
         return {"models": [model.describe() for model in repository.models().values()]}
 
     @app.get("/v1/models/{name}")
-    def describe_model(name: str):
+    async def describe_model(name: str):
         return get_model(name).describe()
 
     @app.post("/v1/models/{name}:sample")
     async def sample(name: str, body: SampleRequest, request: Request):
-        if body.length > max_length:
-            raise unprocessable("length", f"length must be <= {max_length}, got {body.length}")
-        if body.num_samples > max_samples:
-            raise unprocessable("num_samples", f"num_samples must be <= {max_samples}, got {body.num_samples}")
+        started = time.monotonic()
+        deadline = started + request_timeout
         seed = new_seed() if body.seed is None else body.seed
-        settings = body.model_dump(exclude={"prime", "seed", "stream"})
-        started = time.perf_counter()
+        settings = body.settings()
+
+        def checked(model):
+            try:
+                return model.check(body.prime, settings, seed, limits)
+            except SettingError as error:
+                raise unprocessable(error) from None
+
         if body.stream:
             model = get_model(name)
-            try:
-                chunks = model.stream(body.prime, seed=seed, **settings)
-                first = await run_in_threadpool(next, chunks, None)
-            except ValueError as error:
-                raise unprocessable(field_of(str(error)), str(error)) from None
+            chunks = model.chunks_of(checked(model), settings, seed, chunk=16)
+            answer = {"model": model.name, "version": model.version, "seed": seed}
             return StreamingResponse(
-                events(request, model, chunks, first, seed, body.num_samples, started),
+                events(request, chunks, settings.num_samples, answer, started, deadline, stream_limiter,
+                       metrics),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
-        try:  # submit only queues the request: fine on the event loop
-            model, future = repository.submit(name, body.prime, body.length, body.temperature,
-                                              body.top_k, body.top_p, seed, body.num_samples)
+        try:
+            model, future = repository.submit(
+                name, lambda model: Work(checked(model), settings, seed, deadline))
         except KeyError:
             raise HTTPException(404, detail=f"no model called {name!r}") from None
-        except ValueError as error:
-            raise unprocessable(field_of(str(error)), str(error)) from None
-        samples = await asyncio.wrap_future(future)
+        waiting = asyncio.wrap_future(future)  # cancelling it cancels the work too
+        gone = asyncio.ensure_future(disconnected(request))
+        done, _ = await asyncio.wait({waiting, gone}, timeout=max(deadline - time.monotonic(), 0),
+                                     return_when=asyncio.FIRST_COMPLETED)
+        gone.cancel()
+        if waiting not in done:
+            waiting.cancel()
+            if gone in done:
+                return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
+            raise HTTPException(504, detail=f"the request took longer than {request_timeout:g} s "
+                                            "and was cancelled; ask for less, or try again")
+        try:
+            samples = waiting.result()
+        except Abandoned:
+            raise HTTPException(504, detail="the request's deadline passed before it ran") from None
         return {"model": model.name, "version": model.version, "samples": samples, "seed": seed,
-                "elapsed_ms": round((time.perf_counter() - started) * 1000, 3)}
+                "elapsed_ms": round((time.monotonic() - started) * 1000, 3)}
 
     return app
 
 
-async def events(request, model, chunks, first, seed, num_samples, started):
+async def disconnected(request):
+    """Returns when the client has gone (the body is read already, so the next
+    ASGI message is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def events(request, chunks, num_samples, answer, started, deadline, limiter, metrics):
     """Server-sent events: one `chunk` event per chunk, then `done` with the
-    whole samples; stops generating as soon as the client goes away."""
+    whole samples, or `error` if the deadline passes; stops generating as
+    soon as the client goes away."""
     samples = [""] * num_samples
-    chunk = first
-    while chunk is not None:
+    while True:
+        if time.monotonic() > deadline:
+            yield f"event: error\ndata: {json.dumps({'detail': 'the deadline passed; stream ended'})}\n\n"
+            return
+        chunk = await anyio.to_thread.run_sync(next, chunks, None, limiter=limiter)
+        if chunk is None:
+            break
         samples = [a + b for a, b in zip(samples, chunk)]
+        metrics.characters.labels(answer["model"]).inc(sum(map(len, chunk)))
         yield f"event: chunk\ndata: {json.dumps({'samples': chunk})}\n\n"
         if await request.is_disconnected():
             return
-        chunk = await run_in_threadpool(next, chunks, None)
-    done = {"model": model.name, "version": model.version, "samples": samples,
-            "seed": seed, "elapsed_ms": round((time.perf_counter() - started) * 1000, 3)}
+    done = {**answer, "samples": samples,
+            "elapsed_ms": round((time.monotonic() - started) * 1000, 3)}
     yield f"event: done\ndata: {json.dumps(done)}\n\n"
 
 
-def serve(models_dir, host="127.0.0.1", port=8000, **limits):
-    """Runs the API with uvicorn until interrupted; `limits` go to `create_app`."""
+def server_config(app, host="127.0.0.1", port=8000, max_connections=512, header_timeout=10.0,
+                  **uvicorn_options):
+    """uvicorn's settings for `app`: idle kept-alive connections close after 5 s,
+    a client slower than `header_timeout` over its headers is cut off, and
+    connections past `max_connections` are answered 503 at once."""
     import uvicorn
 
-    uvicorn.run(create_app(models_dir, **limits), host=host, port=port)
+    protocol = type("Protocol", (SlowHeadersTimeout,), {"timeout": header_timeout})
+    return uvicorn.Config(app, host=host, port=port, http=protocol, timeout_keep_alive=5,
+                          limit_concurrency=max_connections, **uvicorn_options)
+
+
+def serve(models_dir, host="127.0.0.1", port=8000, max_connections=512, **options):
+    """Runs the API until interrupted; `options` go to `create_app`."""
+    import uvicorn
+
+    app = create_app(models_dir, **options)
+    header_timeout = options.get("body_timeout", 10.0)
+    uvicorn.Server(server_config(app, host, port, max_connections, header_timeout)).run()

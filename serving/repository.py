@@ -1,106 +1,57 @@
 """A directory of exports served live, each model behind a micro-batcher.
 
-`models_dir/<name>/<version>/` is TF Serving's layout; the newest complete
-version of each name is served, and a version that appears later replaces
-it without a restart (exports are renamed into place, so a version directory
-with `saved_model.pb` is complete).
+`models_dir/<name>/<version>/` is TF Serving's layout. For every name the
+newest version that loads is served; the name is the directory's. A rescan
+in the background follows what people do to the directory by hand:
+
+- a new version is loaded and swapped in without a restart (exports are
+  renamed into place, so a version with `saved_model.pb` is complete);
+- a version that fails to load is recorded with its error, the next older
+  one is served instead, and the broken one is not tried again until its
+  files change (retrying a corrupt export every few seconds cost ~1 GB of
+  memory a minute);
+- a version re-exported under the same number (its files changed) is reloaded;
+- a deleted model is unloaded, a deleted version falls back to the one before;
+- a directory whose name is not a number is skipped, with one warning.
 """
 
+import dataclasses
 import logging
-import queue
 import threading
-import time
-from concurrent.futures import Future
 from pathlib import Path
 
-from serving.sampler import ExportedModel, check_settings
+from serving.batching import Closed, MicroBatcher
+from serving.sampler import ExportedModel, version_of
 
 log = logging.getLogger(__name__)
 
 
-class MicroBatcher:
-    """Runs concurrent requests to one model as merged calls of its graph.
+def fingerprint(version_dir):
+    """What identifies one set of files: names, sizes, times and inodes of all of them."""
+    entries = []
+    for path in sorted(version_dir.rglob("*")):
+        stat = path.stat()
+        entries.append((str(path.relative_to(version_dir)), stat.st_size, stat.st_mtime_ns, stat.st_ino))
+    stat = version_dir.stat()
+    return (stat.st_ino, stat.st_mtime_ns, tuple(entries))
 
-    A background thread takes every request waiting (up to `max_rows` rows,
-    waiting at most `window` seconds for more after the first), runs them as
-    one batch at the longest requested length, and cuts each row back to its
-    own length. Rows keep their own settings, seed and sample number, so a
-    merged request returns exactly what it would alone.
 
-    Under load, requests queue up while a call runs and form the next batch,
-    so by default nothing waits: with an LSTM-512 export on 2 cores, a 5 ms
-    window left the throughput of 32 concurrent clients unchanged (~600 req/s)
-    and doubled the latency of a lone request (14 ms instead of 6.5 ms).
+@dataclasses.dataclass
+class Served:
+    model: ExportedModel
+    batcher: MicroBatcher
+    fingerprint: tuple
 
-    Args:
-        model: an `ExportedModel`.
-        max_rows: int, the most rows per call.
-        window: float, seconds to wait for more requests after the first.
-    """
 
-    def __init__(self, model, max_rows=64, window=0.0):
-        self.model = model
-        self.max_rows = max_rows
-        self.window = window
-        self._queue = queue.Queue()
-        self._carry = None
-        self._thread = threading.Thread(target=self._run, name=f"batcher-{model.name}", daemon=True)
-        self._thread.start()
-
-    def submit(self, prime, length, temperature, top_k, top_p, seed, num_samples):
-        """Queues a request of prepared prime; returns a Future of its list of samples."""
-        future = Future()
-        self._queue.put((prime, length, temperature, top_k, top_p, seed, num_samples, future))
-        return future
-
-    def close(self):
-        """Stops the thread once the requests already queued are done."""
-        self._queue.put(None)
-
-    def _take(self):
-        first = self._carry or self._queue.get()
-        self._carry = None
-        if first is None:
-            return None
-        batch, rows = [first], first[6]
-        deadline = time.monotonic() + self.window
-        while True:
-            try:
-                item = self._queue.get(timeout=max(deadline - time.monotonic(), 0))
-            except queue.Empty:
-                return batch
-            if item is None:
-                self._queue.put(None)  # Stop after this batch.
-                return batch
-            if rows + item[6] > self.max_rows:
-                self._carry = item
-                return batch
-            batch.append(item)
-            rows += item[6]
-
-    def _run(self):
-        while (batch := self._take()) is not None:
-            columns = [[] for _ in range(6)]
-            for prime, _, temperature, top_k, top_p, seed, n, _ in batch:
-                for i, value in enumerate((prime, temperature, top_k, top_p, seed)):
-                    columns[i].extend([value] * n)
-                columns[5].extend(range(n))
-            try:
-                texts = self.model.generate_rows(
-                    columns[0], max(item[1] for item in batch), *columns[1:]
-                )
-            except Exception as error:  # noqa: BLE001  (handed to every waiting caller)
-                for item in batch:
-                    item[7].set_exception(error)
-                continue
-            start = 0
-            for _, length, *_, n, future in batch:
-                future.set_result([t[:length] for t in texts[start : start + n]])
-                start += n
+@dataclasses.dataclass
+class Failure:
+    version: int
+    error: str
+    fingerprint: tuple
 
 
 class ModelRepository:
-    """The newest version of every model in `models_dir`, rescanned in the background.
+    """The newest loadable version of every model in `models_dir`, rescanned in the background.
 
     Lookups never wait for a model to load: a daemon thread rescans the
     directory and swaps a new version in once it is loaded.
@@ -109,9 +60,10 @@ class ModelRepository:
         models_dir: str or Path.
         rescan_interval: float, seconds between rescans.
         max_rows: int, the most rows the batcher merges into one call.
+        metrics: a `serving.metrics.Metrics`, or None.
     """
 
-    def __init__(self, models_dir, rescan_interval=2.0, max_rows=64):
+    def __init__(self, models_dir, rescan_interval=2.0, max_rows=64, metrics=None):
         self.models_dir = Path(models_dir)
         if not self.models_dir.is_dir():
             raise ValueError(f"models directory {self.models_dir} does not exist")
@@ -119,8 +71,11 @@ class ModelRepository:
             raise ValueError(f"rescan_interval must be positive, got {rescan_interval}")
         self.rescan_interval = rescan_interval
         self.max_rows = max_rows
-        self._served = {}  # name -> (ExportedModel, MicroBatcher)
-        self._lock = threading.Lock()
+        self.metrics = metrics
+        self._served = {}  # name -> Served
+        self._failed = {}  # version directory -> Failure
+        self._warned = set()  # directories already warned about
+        self._lock = threading.Lock()  # guards _served and _failed; held only for lookups and swaps
         self._scan_lock = threading.Lock()
         self.rescan()
         self._closed = threading.Event()
@@ -130,15 +85,19 @@ class ModelRepository:
         while not self._closed.wait(self.rescan_interval):
             try:
                 self.rescan()
-            except OSError:  # the directory went away for a moment; try again later
-                log.exception("cannot rescan %s", self.models_dir)
+            except Exception:  # noqa: BLE001  (the loop must outlive anything a directory does)
+                log.exception("rescan of %s failed; trying again in %s s", self.models_dir,
+                              self.rescan_interval)
 
     def close(self):
-        """Stops rescanning."""
+        """Stops rescanning and the batchers."""
         self._closed.set()
+        with self._lock:
+            for served in self._served.values():
+                served.batcher.close()
 
     def rescan(self):
-        """Loads every model whose newest version is not the one served.
+        """Brings the served models in line with the directory.
 
         If another thread is rescanning already, returns at once.
         """
@@ -150,52 +109,115 @@ class ModelRepository:
             self._scan_lock.release()
 
     def _scan(self):
-        for name_dir in sorted(self.models_dir.iterdir()):
-            versions = [int(p.name) for p in name_dir.glob("*")
-                        if p.name.isdigit() and (p / "saved_model.pb").is_file()] if name_dir.is_dir() else []
-            if not versions or name_dir.name.startswith("."):
-                continue
-            newest = max(versions)
-            served = self._served.get(name_dir.name)
-            if served and served[0].version >= newest:
-                continue
+        names = {d.name: d for d in self.models_dir.iterdir() if d.is_dir() and not d.name.startswith(".")}
+        for name in set(self._served) - set(names):
+            self._unload(name, "its directory is gone")
+        for name, directory in sorted(names.items()):
             try:
-                model = ExportedModel(name_dir / str(newest))
-            except Exception:  # noqa: BLE001  (one broken export must not stop the others)
-                log.exception("cannot load %s/%s; keeping what is served", name_dir, newest)
+                self._scan_model(name, directory)
+            except OSError as error:  # changed under our feet: look again next time
+                log.warning("cannot read %s (%s); trying again at the next rescan", directory, error)
+        with self._lock:
+            self._failed = {path: f for path, f in self._failed.items() if path.exists()}
+        if self.metrics:
+            self.metrics.models_served.set(len(self._served))
+
+    def _versions(self, directory):
+        """(version, path) of the complete versions in `directory`, newest first."""
+        found = []
+        for path in directory.iterdir():
+            if path.name.startswith("."):
+                continue  # an export being written
+            version = version_of(path)
+            if version is None:
+                if path not in self._warned:
+                    self._warned.add(path)
+                    log.warning("skipping %s: a version directory's name must be a number", path)
+            elif (path / "saved_model.pb").is_file():
+                found.append((version, path))
+        return sorted(found, reverse=True)
+
+    def _scan_model(self, name, directory):
+        served = self._served.get(name)
+        for version, path in self._versions(directory):
+            files = fingerprint(path)
+            if served and served.model.path == path and served.fingerprint == files:
+                return  # the newest loadable version is served already
+            failure = self._failed.get(path)
+            if failure and failure.fingerprint == files:
+                continue  # failed with these very files; wait until they change
+            try:
+                model = ExportedModel(path, name=name)
+            except Exception as error:  # noqa: BLE001  (one broken export must not stop the others)
+                message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                log.warning("cannot load %s: %s; trying an older version", path, message)
+                with self._lock:
+                    self._failed[path] = Failure(version, message, files)
+                if self.metrics:
+                    self.metrics.load_failures.labels(name).inc()
                 continue
             with self._lock:
-                old = self._served.get(name_dir.name)
-                self._served[name_dir.name] = (model, MicroBatcher(model, self.max_rows))
-            if old:
-                old[1].close()
+                self._failed.pop(path, None)
+            self._swap(name, Served(model, MicroBatcher(model, self.max_rows, metrics=self.metrics), files))
+            return
+        if served:
+            self._unload(name, "no version of it loads any more")
+
+    def _swap(self, name, served):
+        with self._lock:
+            old = self._served.get(name)
+            self._served[name] = served
+        log.info("serving %s version %s", name, served.model.version)
+        if old:
+            old.batcher.close()
+
+    def _unload(self, name, why):
+        with self._lock:
+            old = self._served.pop(name, None)
+        if old:
+            log.warning("unloaded %s: %s", name, why)
+            old.batcher.close()
 
     def models(self):
         """The served models, by name."""
         with self._lock:
-            return {name: model for name, (model, _) in sorted(self._served.items())}
+            return {name: served.model for name, served in sorted(self._served.items())}
 
     def get(self, name):
         """The served model called `name`, or None."""
         with self._lock:
             served = self._served.get(name)
-        return served[0] if served else None
+        return served.model if served else None
 
-    def submit(self, name, prime, length, temperature, top_k, top_p, seed, num_samples):
-        """Checks a request and queues it on the model's batcher.
+    def health(self):
+        """Every model directory's state: the version served and the versions that failed."""
+        with self._lock:
+            report = {name: {"state": "serving", "version": s.model.version, "failed": {}}
+                      for name, s in self._served.items()}
+            for path, failure in self._failed.items():
+                entry = report.setdefault(path.parent.name, {"state": "failed", "version": None,
+                                                             "failed": {}})
+                entry["failed"][str(failure.version)] = failure.error
+        return dict(sorted(report.items()))
+
+    def submit(self, name, prepare):
+        """Queues a request on the model's batcher.
+
+        Args:
+            name: str, the model.
+            prepare: a function of the `ExportedModel` returning a checked
+                `serving.batching.Request` (it may raise to refuse it).
 
         Returns:
-            (model, future): the `ExportedModel` that serves it, and a Future
-            of its list of samples.
+            (model, future): the model that serves it, and a Future of its samples.
 
         Raises:
             KeyError: no model called `name`.
-            ValueError: a bad setting or prime.
         """
-        with self._lock:
-            if name not in self._served:
-                raise KeyError(name)
-            model, batcher = self._served[name]
-        check_settings(length, temperature, top_k, top_p, num_samples)
-        prime = model.prepare(prime)
-        return model, batcher.submit(prime, length, temperature, top_k, top_p, seed, num_samples)
+        while True:
+            with self._lock:
+                served = self._served[name]
+            try:
+                return served.model, served.batcher.submit(prepare(served.model))
+            except Closed:
+                continue  # swapped for another version meanwhile: ask the new one

@@ -5,7 +5,9 @@ model card (`assets/model.json`) gives the alphabet and how to normalise
 primes, the signatures do the rest.
 """
 
+import dataclasses
 import json
+import math
 import re
 from pathlib import Path
 
@@ -13,7 +15,72 @@ import numpy as np
 import tensorflow as tf
 
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-DEFAULTS = {"length": 200, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "num_samples": 1}
+INT32_MAX = 2**31 - 1
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+# Characters per call of the export's `resume` signature when generating: between
+# calls a request whose client has gone, or whose deadline passed, is dropped.
+CHUNK = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """How to sample: the one home of the defaults (the HTTP API and CLI read them here)."""
+
+    length: int = 200  # characters to generate per sample
+    temperature: float = 1.0  # 0 = greedy
+    top_k: int = 0  # keep the k most likely characters; 0 = off
+    top_p: float = 1.0  # keep the smallest set of characters holding this mass; 1 = off
+    num_samples: int = 1  # samples of the same prime
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What one request may ask for; `None` is "only what the graph's types allow"."""
+
+    max_length: int | None = None  # longest `length`
+    max_samples: int | None = None  # most `num_samples`
+    max_prime: int | None = None  # longest prime, in characters before normalisation
+    max_characters: int | None = None  # most `length * num_samples`
+
+
+class SettingError(ValueError):
+    """A request field out of range; `field` names it."""
+
+    def __init__(self, field, message):
+        super().__init__(f"{field} {message}")
+        self.field = field
+
+
+def check_settings(settings, alphabet_size=None, limits=Limits()):
+    """Raises SettingError unless the graph can run `settings` as they are.
+
+    Everything is checked here, before a request is queued, so that a bad value
+    never reaches a batch shared with other requests: floats must be finite and
+    stay so in float32 (the graph's type), integers must fit int32.
+    """
+    longest = min(limits.max_length or INT32_MAX, INT32_MAX)
+    if not 0 <= settings.length <= longest:
+        raise SettingError("length", f"must be between 0 and {longest}, got {settings.length}")
+    if not (math.isfinite(settings.temperature) and 0 <= settings.temperature <= FLOAT32_MAX):
+        raise SettingError("temperature", f"must be a finite number >= 0, got {settings.temperature}")
+    most_k = min(alphabet_size or INT32_MAX, INT32_MAX)
+    if not 0 <= settings.top_k <= most_k:
+        raise SettingError("top_k", f"must be between 0 (off) and {most_k}, got {settings.top_k}")
+    # 1e-46 is positive in float64 but 0 in float32, which the graph refuses.
+    if not (math.isfinite(settings.top_p) and 0 < np.float32(settings.top_p) and settings.top_p <= 1):
+        raise SettingError("top_p", f"must be in (0, 1] (and > 0 in float32), got {settings.top_p}")
+    most = min(limits.max_samples or 2**20, 2**20)
+    if not 1 <= settings.num_samples <= most:
+        raise SettingError("num_samples", f"must be between 1 and {most}, got {settings.num_samples}")
+    total = settings.length * settings.num_samples
+    if limits.max_characters is not None and total > limits.max_characters:
+        raise SettingError("length", f"* num_samples must be <= {limits.max_characters}, got {total}")
+
+
+def check_seed(seed):
+    """Raises SettingError unless `seed` fits the graph's int64 and is not negative."""
+    if not 0 <= seed < 2**63:
+        raise SettingError("seed", f"must be between 0 and 2**63 - 1, got {seed}")
 
 
 def normalize_text8(text, alphabet):
@@ -25,26 +92,16 @@ def normalize_text8(text, alphabet):
     return re.sub(" +", " ", text)
 
 
-def check_settings(length, temperature, top_k, top_p, num_samples, max_length=None, max_samples=None):
-    """Raises ValueError, naming the field, if a sampling setting is out of range."""
-    longest = max_length if max_length is not None else 2**31 - 1
-    if not 0 <= length <= longest:
-        raise ValueError(f"length must be between 0 and {longest}, got {length}")
-    if not temperature >= 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if top_k < 0:
-        raise ValueError(f"top_k must be >= 0 (0 = off), got {top_k}")
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    most = max_samples if max_samples is not None else 2**20
-    if not 1 <= num_samples <= most:
-        raise ValueError(f"num_samples must be between 1 and {most}, got {num_samples}")
-
-
 def bucket(rows):
     """The batch size to run `rows` rows at: the next power of two, so an XLA
     compiled export compiles for a few shapes only."""
     return 1 << max(rows - 1, 0).bit_length()
+
+
+def version_of(path):
+    """The version number a directory's name spells, or None (`²` is a digit
+    to `str.isdigit` but not a number to `int`)."""
+    return int(path.name) if re.fullmatch(r"[0-9]+", path.name) else None
 
 
 def find_version_dir(path):
@@ -57,11 +114,24 @@ def find_version_dir(path):
     if (path / "saved_model.pb").is_file():
         return path
     versions = sorted(
-        (int(p.name), p) for p in path.glob("*") if p.name.isdigit() and (p / "saved_model.pb").is_file()
+        (version_of(p), p) for p in path.glob("*")
+        if version_of(p) is not None and (p / "saved_model.pb").is_file()
     ) if path.is_dir() else []
     if not versions:
         raise ValueError(f"{path} is neither an exported model nor a directory of versions")
     return versions[-1][1]
+
+
+def check_variables(version_dir):
+    """Reads every saved tensor, so that a corrupt export (a bad copy, a checksum
+    error) fails here, before `tf.saved_model.load` builds its graphs: TensorFlow
+    never frees those, ~60 MB per failed attempt for an LSTM-512."""
+    prefix = version_dir / "variables" / "variables"
+    if not prefix.with_suffix(".index").is_file():
+        return  # a model without variables
+    reader = tf.train.load_checkpoint(str(prefix))
+    for name in reader.get_variable_to_shape_map():
+        reader.get_tensor(name)
 
 
 class ExportedModel:
@@ -70,19 +140,21 @@ class ExportedModel:
     Args:
         path: a version directory (with `saved_model.pb`), or a model
             directory whose newest version is loaded.
+        name: str, the model's name; default its directory's name.
 
     Raises:
         ValueError: `path` holds no export.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, name=None):
         self.path = find_version_dir(path)
         card_path = self.path / "assets" / "model.json"
         self.card = json.loads(card_path.read_text()) if card_path.is_file() else {}
-        self.name = self.card.get("name") or self.path.parent.name
-        self.version = int(self.path.name) if self.path.name.isdigit() else 0
+        self.name = name or self.path.parent.name
+        self.version = version_of(self.path) or 0
         self.alphabet = self.card["alphabet"]
         self.normalize = self.card.get("normalize")
+        check_variables(self.path)
         self._saved = tf.saved_model.load(str(self.path))
         self._generate = self._saved.signatures["generate"]
         self._start = self._saved.signatures["start"]
@@ -103,30 +175,33 @@ class ExportedModel:
             "metrics": {k: card.get(k) for k in ("valid_bpc", "test_bpc", "characters_seen")},
         }
 
-    def prepare(self, prime):
+    def prepare(self, prime, max_prime=None):
         """The prime as the model can read it.
 
         Normalised like text8 if the model was trained so; otherwise any
         character outside the alphabet is an error.
 
         Raises:
-            ValueError: naming the characters outside the alphabet.
+            SettingError: the prime is too long, or has characters outside the alphabet.
         """
+        if max_prime is not None and len(prime) > max_prime:
+            raise SettingError("prime", f"must be at most {max_prime} characters, got {len(prime)}")
         if self.normalize == "text8":
             prime = normalize_text8(prime, self.alphabet)
         unknown = sorted(set(prime) - set(self.alphabet))
         if unknown:
-            raise ValueError(
-                f"prime has characters outside the model's alphabet: {''.join(unknown)!r} "
+            raise SettingError(
+                "prime", f"has characters outside the model's alphabet: {''.join(unknown)!r} "
                 f"(alphabet: {self.alphabet!r})"
             )
         return prime
 
-    def generate_rows(self, primes, length, temperatures, top_ks, top_ps, seeds, indices):
-        """One call of the graph for rows with their own settings; primes prepared.
+    def chunks(self, primes, length, temperatures, top_ks, top_ps, seeds, indices, chunk=CHUNK):
+        """Generates for rows with their own settings (primes prepared, settings
+        checked), yielding each row's next `chunk` characters as a list of str.
 
-        Returns:
-            list of str, `length` characters per row.
+        The chunks join to the same text whatever `chunk` is, so a caller may
+        stop between chunks at no cost to the rows that go on elsewhere.
         """
         rows = len(primes)
         pad = bucket(rows) - rows
@@ -134,56 +209,55 @@ class ExportedModel:
         def column(values, dtype, filler):
             return tf.constant(np.asarray(list(values) + [filler] * pad, dtype=dtype))
 
-        out = self._generate(
-            prime=column(primes, object, " "),
-            length=tf.constant(length, tf.int32),
-            temperature=column(temperatures, np.float32, 0.0),
-            top_k=column(top_ks, np.int32, 0),
-            top_p=column(top_ps, np.float32, 1.0),
-            seed=column(seeds, np.int64, 0),
-            index=column(indices, np.int32, 0),
-        )
-        return [t.decode("utf-8") for t in out["text"].numpy()[:rows]]
-
-    def sample(self, prime="", length=200, temperature=1.0, top_k=0, top_p=1.0, seed=0, num_samples=1):
-        """`num_samples` continuations of `prime` (sample `i` of `seed` each).
-
-        Raises:
-            ValueError: a setting is out of range or the prime cannot be read.
-        """
-        check_settings(length, temperature, top_k, top_p, num_samples)
-        prime = self.prepare(prime)
-        n = num_samples
-        return self.generate_rows([prime] * n, length, [temperature] * n, [top_k] * n,
-                                  [top_p] * n, [seed] * n, range(n))
-
-    def stream(self, prime="", length=200, temperature=1.0, top_k=0, top_p=1.0, seed=0,
-               num_samples=1, chunk=16):
-        """Yields the samples `chunk` characters at a time, as lists of str.
-
-        The chunks join to exactly what `sample` returns with the same
-        arguments. Stop iterating to stop the generation.
-        """
-        check_settings(length, temperature, top_k, top_p, num_samples)
-        prime = self.prepare(prime)
-        n, rows = num_samples, bucket(num_samples)
-        settings = {
-            "temperature": tf.fill([rows], np.float32(temperature)),
-            "top_k": tf.fill([rows], np.int32(top_k)),
-            "top_p": tf.fill([rows], np.float32(top_p)),
-            "seed": tf.fill([rows], np.int64(seed)),
-            "index": tf.range(rows, dtype=tf.int32),
-        }
-        started = self._start(prime=tf.constant([prime] * rows))
+        settings = {"temperature": column(temperatures, np.float32, 0.0),
+                    "top_k": column(top_ks, np.int32, 0), "top_p": column(top_ps, np.float32, 1.0),
+                    "seed": column(seeds, np.int64, 0), "index": column(indices, np.int32, 0)}
+        primes = column(primes, object, " ")
+        if length <= chunk:  # one call of `generate` costs ~1.5 ms less than `start` + `resume`
+            if length > 0:
+                out = self._generate(prime=primes, length=tf.constant(length), **settings)
+                yield [t.decode("utf-8") for t in out["text"].numpy()[:rows]]
+            return
+        started = self._start(prime=primes)
         state, last = started["state"], started["last_ids"]
         for offset in range(0, length, chunk):
             out = self._resume(state=state, last_ids=last, length=tf.constant(min(chunk, length - offset)),
                                offset=tf.constant(offset), **settings)
             state, last = out["state"], out["last_ids"]
-            yield [t.decode("utf-8") for t in out["text"].numpy()[:n]]
+            yield [t.decode("utf-8") for t in out["text"].numpy()[:rows]]
+
+    def check(self, prime, settings, seed, limits=Limits()):
+        """The prime prepared, once every setting is known to be in range.
+
+        Raises:
+            SettingError: naming the first field out of range.
+        """
+        check_seed(seed)
+        check_settings(settings, len(self.alphabet), limits)
+        return self.prepare(prime, limits.max_prime)
+
+    def chunks_of(self, prime, settings, seed, chunk=CHUNK):
+        """`chunks` for `settings.num_samples` samples of one checked prime."""
+        n = settings.num_samples
+        return self.chunks([prime] * n, settings.length, [settings.temperature] * n,
+                           [settings.top_k] * n, [settings.top_p] * n, [seed] * n, range(n), chunk)
+
+    def sample(self, prime="", length=Settings.length, temperature=Settings.temperature,
+               top_k=Settings.top_k, top_p=Settings.top_p, seed=0, num_samples=Settings.num_samples):
+        """`num_samples` continuations of `prime` (sample `i` of `seed` each).
+
+        Raises:
+            SettingError: a setting is out of range or the prime cannot be read.
+        """
+        settings = Settings(length, temperature, top_k, top_p, num_samples)
+        texts = [""] * num_samples
+        for piece in self.chunks_of(self.check(prime, settings, seed), settings, seed):
+            texts = [a + b for a, b in zip(texts, piece)]
+        return texts
 
 
-def sample(model_dir, prime="", length=200, temperature=1.0, top_k=0, top_p=1.0, seed=None, num_samples=1):
+def sample(model_dir, prime="", length=Settings.length, temperature=Settings.temperature,
+           top_k=Settings.top_k, top_p=Settings.top_p, seed=None, num_samples=Settings.num_samples):
     """Samples from an export; what `charzoo sample` runs.
 
     Args:

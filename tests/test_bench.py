@@ -34,3 +34,10 @@ def test_row_targets():
     assert bench.row("x", 3.0, "u", "p", 1.0, target=3.0)["met"] is True
     assert bench.row("x", 1000.0, "MB", target=1536.0, lower_is_better=True)["met"] is True
     assert bench.row("x", 1.0, "u", "p", None, target=1.0)["met"] is None
+
+
+def test_tiny_soak_gives_no_wrong_answer_and_no_5xx():
+    result = bench.run(quick=True, tiny=True, sections=("soak",))
+    rows = {r["name"].split(": ", 1)[1]: r for r in result["rows"]}
+    assert rows["wrong answers"]["value"] == 0 and rows["5xx answers"]["value"] == 0, rows
+    assert "valid" in rows["wrong answers"]["note"] and rows["p99 latency of valid requests"]["value"] > 0

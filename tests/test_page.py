@@ -1,14 +1,12 @@
-import socket
-import threading
-import time
+import dataclasses
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 import zoo
-from serving.app import create_app
+from live_server import live_server
+from serving.app import LIMITS, create_app
 from training.export import export_model
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -28,19 +26,8 @@ def url(tmp_path_factory):
         model = zoo.presets.build(preset, vocabulary_size=27, units=8)
         export_model(model, " abcdefghijklmnopqrstuvwxyz", {"preset": preset, "normalize": "text8",
                                                             "test_bpc": 4.25}, root, name, xla=False)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(root, max_length=400), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        assert thread.is_alive(), "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with live_server(create_app(root, limits=dataclasses.replace(LIMITS, max_length=400))) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

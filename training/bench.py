@@ -25,6 +25,7 @@ import tensorflow as tf
 from training import config, peers
 from training.loadgen import cpu_seconds, free_port, requests, wait_for_server
 from training.peers import rate
+from training.soak import soak_rows
 from training.batches import Windows
 from training.trainer import Trainer, make_optimizer
 from zoo import presets
@@ -32,8 +33,10 @@ from zoo import presets
 ALPHABET = " abcdefghijklmnopqrstuvwxyz"
 FAMILIES = ("arch1", "arch2", "lstm", "gru")
 TINY = {"batch_size": 4, "unrollings": 5, "units": 8}
-# Work per mode: (repeats, seconds per repeat, sampled characters, service requests per client).
-EFFORT = {"tiny": (2, 0.01, 4, 1), "quick": (3, 0.3, 64, 2), "full": (7, 1.5, 512, 8)}
+# Work per mode: (repeats, seconds per repeat, sampled characters, service requests per client,
+# seconds of soak).
+EFFORT = {"tiny": (2, 0.01, 4, 1, 3), "quick": (3, 0.3, 64, 2, 30), "full": (7, 1.5, 512, 8, 180)}
+SECTIONS = ("train", "pipeline", "sampling", "service", "soak", "memory")
 
 
 def row(name, value, unit, peer=None, peer_value=None, target=None, note=None, lower_is_better=False):
@@ -214,13 +217,13 @@ def memory_rows(tiny):
                 target=1536.0, lower_is_better=True)]
 
 
-def export_lstm(models_dir, tiny):
+def export_lstm(models_dir, tiny, name="lstm"):
     from training.export import export_model
 
     _, _, units = shapes("lstm", tiny)
     model = presets.build("lstm", vocabulary_size=len(ALPHABET), units=units)
-    export_model(model, ALPHABET, {"preset": "lstm"}, models_dir, "lstm")
-    return model, units
+    path = export_model(model, ALPHABET, {"preset": "lstm", "normalize": "text8"}, models_dir, name)
+    return model, units, path
 
 
 def sampling_rows(model, units, models_dir, effort):
@@ -316,14 +319,13 @@ def service_rows(models_dir, effort, length=100):
     return rows
 
 
-def run(quick: bool, tiny: bool = False, sections=("train", "pipeline", "sampling", "service", "memory")):
+def run(quick: bool, tiny: bool = False, sections=SECTIONS):
     """Runs the benchmark.
 
     Args:
         quick: fewer and shorter repeats, and no 100M-character memory run (about a minute).
         tiny: tiny shapes and almost no repeats: exercises the machinery only.
-        sections: which of train, pipeline, sampling, service, memory to run
-            (pipeline needs train).
+        sections: which of `SECTIONS` to run (pipeline needs train).
 
     Returns:
         dict with `machine` (CPU, cores, versions) and `rows`.
@@ -336,13 +338,16 @@ def run(quick: bool, tiny: bool = False, sections=("train", "pipeline", "samplin
         rows += train
     if "pipeline" in sections and speeds:
         rows += pipeline_rows(tiny, effort, speeds)
-    if "sampling" in sections or "service" in sections:
+    if {"sampling", "service", "soak"} & set(sections):
         with tempfile.TemporaryDirectory() as models_dir:
-            model, units = export_lstm(models_dir, tiny)
+            model, units, _ = export_lstm(models_dir, tiny)
             if "sampling" in sections:
                 rows += sampling_rows(model, units, models_dir, effort)
             if "service" in sections:
                 rows += service_rows(models_dir, effort)
+            if "soak" in sections:  # last: it adds versions to models_dir
+                *_, next_export = export_lstm(Path(models_dir) / ".next", tiny, "next")
+                rows += soak_rows(Path(models_dir), next_export, effort[4], row)
     if "memory" in sections and (tiny or not quick):
         rows += memory_rows(tiny)
     mode = "tiny" if tiny else "quick" if quick else "full"

@@ -111,27 +111,38 @@ def cmd_export(args):
 
 
 def cmd_sample(args):
-    from serving.sampler import sample
+    import dataclasses
 
+    from serving.sampler import Settings, sample
+
+    # Flags left out are absent from `args`, so the defaults stay `Settings`'s alone.
+    settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(Settings) if hasattr(args, f.name)}
     try:
-        samples, seed = sample(args.model, args.prime, args.length, args.temperature, args.top_k,
-                               args.top_p, args.seed, args.num_samples)
-    except (ValueError, FileNotFoundError) as error:
+        samples, seed = sample(args.model, args.prime, seed=args.seed, **settings)
+    except (ValueError, OSError) as error:
         raise UserError(str(error)) from None
     for text in samples:
         print(args.prime + text)
     print(f"(seed {seed})", file=sys.stderr)
 
 
+SERVICE_OPTIONS = ("max_body", "request_timeout", "body_timeout", "stream_threads", "rescan_interval")
+
+
 def cmd_serve(args):
     try:
-        from serving.app import serve
+        import dataclasses
+
+        from serving.app import LIMITS, serve
     except ImportError as error:
         raise UserError(f"serving needs the `serve` extra: pip install 'charzoo[serve]' ({error})")
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    limits = {f.name: given[f.name] for f in dataclasses.fields(LIMITS) if f.name in given}
+    options = {k: given[k] for k in SERVICE_OPTIONS if k in given}
     try:
-        serve(args.models, host=args.host, port=args.port, max_length=args.max_length,
-              max_samples=args.max_samples)
-    except (ValueError, FileNotFoundError) as error:
+        serve(args.models, host=args.host, port=args.port, max_connections=args.max_connections,
+              limits=dataclasses.replace(LIMITS, **limits), **options)
+    except (ValueError, OSError) as error:
         raise UserError(str(error)) from None
 
 
@@ -151,7 +162,11 @@ def cmd_zoo_build(args):
 def cmd_bench(args):
     from training import bench
 
-    result = bench.run(quick=args.quick)
+    sections = args.only.split(",") if args.only else bench.SECTIONS
+    unknown = set(sections) - set(bench.SECTIONS)
+    if unknown:
+        raise UserError(f"--only {','.join(sorted(unknown))}: valid sections: {', '.join(bench.SECTIONS)}")
+    result = bench.run(quick=args.quick, sections=sections)
     print(json.dumps(result, indent=2) if args.json else bench.format_table(result))
 
 
@@ -205,12 +220,12 @@ def build_parser():
     sample = commands.add_parser("sample", help="sample from an exported model")
     sample.add_argument("model", help="an export: MODELS/NAME or MODELS/NAME/VERSION")
     sample.add_argument("--prime", default="", help="text to continue")
-    sample.add_argument("--length", type=int, default=200)
-    sample.add_argument("--temperature", type=float, default=1.0, help="0 is greedy")
-    sample.add_argument("--top-k", type=int, default=0, help="0 is off")
-    sample.add_argument("--top-p", type=float, default=1.0, help="1.0 is off")
+    sample.add_argument("--length", type=int, default=argparse.SUPPRESS, help="default 200")
+    sample.add_argument("--temperature", type=float, default=argparse.SUPPRESS, help="0 is greedy")
+    sample.add_argument("--top-k", type=int, default=argparse.SUPPRESS, help="0 (default) is off")
+    sample.add_argument("--top-p", type=float, default=argparse.SUPPRESS, help="1.0 (default) is off")
     sample.add_argument("--seed", type=int, help="default: random, printed to stderr")
-    sample.add_argument("--num-samples", type=int, default=1)
+    sample.add_argument("--num-samples", type=int, default=argparse.SUPPRESS)
     sample.set_defaults(handler=cmd_sample)
 
     zoo = commands.add_parser("zoo", help="the saved zoo").add_subparsers(dest="action", required=True)
@@ -228,14 +243,30 @@ def build_parser():
     bench = commands.add_parser("bench", help="throughput against the peers, on this machine")
     bench.add_argument("--quick", action="store_true", help="a run of about a minute")
     bench.add_argument("--json", action="store_true", help="one JSON object: machine and rows")
+    bench.add_argument("--only", metavar="SECTION,...",
+                       help="train, pipeline, sampling, service, soak, memory (default all)")
     bench.set_defaults(handler=cmd_bench)
 
     serve = commands.add_parser("serve", help="the HTTP sampling service")
     serve.add_argument("--models", required=True, help="models directory (MODELS/NAME/VERSION)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--max-length", type=int, default=2000, help="longest sample served")
-    serve.add_argument("--max-samples", type=int, default=16, help="most samples per request")
+    limits = serve.add_argument_group("limits (over them: 413 for the body, 422 otherwise)")
+    limits.add_argument("--max-length", type=int, help="longest sample (default 2000)")
+    limits.add_argument("--max-samples", type=int, help="most samples per request (default 16)")
+    limits.add_argument("--max-prime", type=int, help="longest prime, in characters (default 4000)")
+    limits.add_argument("--max-characters", type=int,
+                        help="most length x num_samples per request (default 32000)")
+    limits.add_argument("--max-body", type=int, help="largest request body, bytes (default 65536)")
+    limits.add_argument("--request-timeout", type=float,
+                        help="seconds before a request is cancelled with 504 (default 30)")
+    limits.add_argument("--body-timeout", type=float,
+                        help="seconds to wait for a stalled request body, then 408 (default 10)")
+    limits.add_argument("--max-connections", type=int, default=512,
+                        help="open connections before new ones get 503 (default 512)")
+    serve.add_argument("--stream-threads", type=int, help="threads generating streams (default 4)")
+    serve.add_argument("--rescan-interval", type=float,
+                       help="seconds between looks for new, changed or deleted versions (default 2)")
     serve.set_defaults(handler=cmd_serve)
     return parser
 
