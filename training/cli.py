@@ -52,23 +52,28 @@ def training_overrides(args):
 
 def cmd_train(args):
     from training import config as configuration, data
+    from training.run import has_checkpoint
     from training.train import TrainingError, train
 
     run_dir = Path(args.run_dir or Path("runs") / args.preset.lower())
     saved = run_dir / "config.json"
     try:
-        if saved.exists():
+        if saved.is_file() and has_checkpoint(run_dir):  # resume: the run's own settings, then the flags
             values = json.loads(saved.read_text())
             if values["preset"] != args.preset.lower():
                 raise UserError(f"{run_dir} holds a {values['preset']} run; choose another --run-dir")
             config = configuration.override(values, training_overrides(args))
-        else:
+        else:  # new, or a run that never reached a checkpoint: nothing to keep
             config = configuration.resolve(args.preset, training_overrides(args))
         print(f"charzoo: training {config.preset} into {run_dir} on {config.data}", flush=True)
         metrics = train(config, run_dir)
     except (ValueError, data.DataError, TrainingError) as error:
         raise UserError(str(error)) from None
-    if "interrupted" not in metrics:
+    if metrics.get("finished"):
+        print(f"charzoo: {run_dir} is finished ({metrics['steps']:,} steps; validation "
+              f"{metrics['valid_bpc']:.3f} bpc, test {metrics['test_bpc']:.3f}): nothing to do. "
+              f"`charzoo export {run_dir}` exports it again; a larger --steps or --epochs trains on.")
+    elif "interrupted" not in metrics:
         print(f"charzoo: {metrics['steps']} steps, {metrics['chars_per_second']:,.0f} chars/s; "
               f"validation {metrics['valid_bpc']:.3f} bpc, test {metrics['test_bpc']:.3f} bpc "
               f"(uniform {metrics['uniform_bpc']:.3f})")
@@ -105,8 +110,11 @@ def cmd_export(args):
 
     try:
         path = export_run(Path(args.run), args.out, args.name)
-    except (ValueError, FileNotFoundError) as error:
+    except ValueError as error:
         raise UserError(str(error)) from None
+    except OSError as error:
+        raise UserError(f"cannot write the export to {error.filename or args.out}: "
+                        f"{error.strerror or error}") from None
     print(path)
 
 

@@ -5,6 +5,7 @@ import json
 import typing
 
 from zoo import presets
+from zoo.models import check_arguments
 
 OPTIMIZERS = ("adadelta", "sgd", "adam", "rmsprop")
 STRATEGIES = ("none", "mirrored", "multiworker")
@@ -102,6 +103,7 @@ def override(values, overrides):
             raise ValueError(f"--set {key}: unknown setting; valid: {valid}, model.<argument>")
     config = Config(**values)
     check(config)
+    check_arguments(config.model["family"], config.model)
     return config
 
 

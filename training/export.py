@@ -209,6 +209,30 @@ def next_version(model_dir):
     return max(versions, default=0) + 1
 
 
+def remove_stale_exports(model_dir):
+    """Removes what exports killed midway (`kill -9`, a power cut) left behind.
+
+    An export is staged in `.export-<pid>-*` and renamed into place; a staging
+    directory whose process is gone is garbage. One whose process lives (or
+    whose pid was reused, or that another machine writes on a shared disk) is
+    kept: deleting a live export is worse than keeping a dead one.
+    """
+    for path in model_dir.glob(".export-*"):
+        pid = path.name.split("-")[1] if path.name.count("-") >= 2 else ""
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's
+    return True
+
+
 def export_model(model, alphabet, card, models_dir, name, xla=None):
     """Writes `model` as the next version of `models_dir/<name>/`.
 
@@ -251,7 +275,8 @@ def export_model(model, alphabet, card, models_dir, name, xla=None):
         "step": generator.step,
         "initial_state": generator.initial_state,
     }
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=model_dir))
+    remove_stale_exports(model_dir)
+    staging = Path(tempfile.mkdtemp(prefix=f".export-{os.getpid()}-", dir=model_dir))
     try:
         tf.saved_model.save(generator, str(staging), signatures=signatures)
         full_card = {

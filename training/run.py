@@ -14,6 +14,11 @@ def build_model(config, vocabulary_size):
                   **config.model)
 
 
+def has_checkpoint(run_dir):
+    """Whether a run directory holds a checkpoint to resume from."""
+    return tf.train.latest_checkpoint(str(Path(run_dir) / "checkpoints")) is not None
+
+
 def load_run_model(run_dir):
     """(config, alphabet, model) of a run, with the newest checkpoint's weights."""
     run_dir = Path(run_dir)

@@ -14,12 +14,13 @@ import tensorflow as tf
 from training import data
 from training.batches import Windows
 from training.callbacks import TensorBoardLogger
+from training.checkpoints import CheckpointMismatch
 from training.config import Config
 from training.diagnostics import gradient_flow, spectral_radii
 from training.distribute import (DistributedTrainer, is_chief, make_checkpoints, make_strategy,
                                  scratch_dir)
 from training.export import export_run
-from training.run import build_model
+from training.run import build_model, has_checkpoint
 from training.trainer import Trainer, make_optimizer, sample_text, set_seed
 
 
@@ -33,20 +34,44 @@ def write_json(path, value):
     temporary.replace(path)
 
 
-def prepare_run(run_dir, config, corpus):
-    """Writes the config and alphabet of a new run, or checks them against an old one."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    alphabet = {"alphabet": corpus.alphabet, "normalize": corpus.normalize}
+# What a resumed run cannot change: its checkpoints hold weights, optimizer slots,
+# carried state and a cursor of these shapes and this corpus. Limits, schedules,
+# logging and export settings may change.
+FIXED = ("preset", "model", "batch_size", "unrollings", "optimizer", "data", "normalize")
+
+
+def alphabet_record(corpus):
+    return {"alphabet": corpus.alphabet, "normalize": corpus.normalize}
+
+
+def check_resume(run_dir, config, corpus):
+    """Refuses, naming every difference, to resume a run with something it cannot change."""
     saved = run_dir / "config.json"
-    if saved.exists():
-        old = json.loads(saved.read_text())
-        if old["preset"] != config.preset or old["model"] != config.model:
-            raise TrainingError(f"{run_dir} holds a run of another model ({old['preset']}); "
-                                "choose another --run-dir")
-        if json.loads((run_dir / "alphabet.json").read_text()) != alphabet:
-            raise TrainingError(f"{run_dir} was trained on a corpus with another alphabet")
-    write_json(saved, json.loads(config.to_json()))
-    write_json(run_dir / "alphabet.json", alphabet)
+    if not (saved.exists() and has_checkpoint(run_dir)):
+        return
+    old = json.loads(saved.read_text())
+    new = json.loads(config.to_json())
+    changes = [f"{key} {old.get(key)!r} -> {new[key]!r}" for key in FIXED if old.get(key) != new[key]]
+    alphabet_path = run_dir / "alphabet.json"
+    if alphabet_path.exists() and json.loads(alphabet_path.read_text()) != alphabet_record(corpus):
+        changes.append("the corpus's alphabet")
+    if changes:
+        raise TrainingError(
+            f"{run_dir} holds a run that cannot change {'; '.join(changes)}. Resume it with its own "
+            f"settings, or start over in another --run-dir (or after deleting {run_dir}); "
+            "nothing was changed")
+
+
+def make_run_dir(run_dir):
+    """Creates the run directory and its checkpoints' (TensorBoard makes `logs/`),
+    or says which path is impossible, before anything is trained."""
+    for path in (run_dir, run_dir / "checkpoints"):
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise TrainingError(f"cannot create {path}: {error.strerror or error}") from None
+    if (run_dir / "logs").exists() and not (run_dir / "logs").is_dir():
+        raise TrainingError(f"cannot write TensorBoard logs: {run_dir / 'logs'} is not a directory")
 
 
 def steps_in_next_call(config, step, left_in_epoch, target):
@@ -118,9 +143,11 @@ def train(config: Config, run_dir, corpus=None):
     chief = is_chief(strategy)  # only the chief writes the run; other workers write to scratch
     run_dir = Path(run_dir)
     corpus = corpus or data.load(config.data, config.normalize)
-    prepare_run(run_dir if chief else scratch_dir("run"), config, corpus)
+    check_resume(run_dir, config, corpus)
     set_seed(config.seed)
     windows = Windows(corpus.train, config.batch_size, config.unrollings)
+    written = run_dir if chief else scratch_dir("run")
+    make_run_dir(written)
     with strategy.scope() if strategy else contextlib.nullcontext():
         model = build_model(config, len(corpus.alphabet))
         optimizer = make_optimizer(config)
@@ -132,9 +159,18 @@ def train(config: Config, run_dir, corpus=None):
     checkpoints = make_checkpoints(strategy, run_dir / "checkpoints", config.keep_checkpoints,
                                    model=model, optimizer=optimizer, position=position, state=state,
                                    characters=characters)
-    if restored := checkpoints.restore():
-        print(f"charzoo: resuming {run_dir} from {restored} (step {int(position)})", flush=True)
+    try:
+        restored = checkpoints.restore()
+    except CheckpointMismatch as error:
+        raise TrainingError(str(error)) from None
     target = total_steps(config, len(windows))
+    if restored and target is not None and int(position) >= target and (run_dir / "metrics.json").exists():
+        return {**json.loads((run_dir / "metrics.json").read_text()), "finished": True}
+    if restored:
+        print(f"charzoo: resuming {run_dir} from {restored} (step {int(position)})", flush=True)
+    # Written only now: a run that failed to start leaves nothing that blocks a retry.
+    write_json(written / "config.json", json.loads(config.to_json()))
+    write_json(written / "alphabet.json", alphabet_record(corpus))
     logger = TensorBoardLogger(str(run_dir / "logs" if chief else scratch_dir("logs")),
                                histogram_every=config.histogram_every)
     progress = Progress(target)

@@ -8,6 +8,25 @@ from zoo.gated import GRU, LSTM
 from zoo.layers import Arch1, Arch2
 
 FAMILIES = ("arch1", "arch2", "lstm", "gru")
+# The CharLM arguments each family reads; any other would be ignored, so it is refused.
+FAMILY_ARGUMENTS = {
+    "arch1": ("units", "num_layers", "activation", "combine", "recurrent_initializer", "unroll"),
+    "arch2": ("units", "num_layers", "activation", "feedback", "recurrent_initializer"),
+    "lstm": ("units", "num_layers", "recurrent_initializer"),
+    "gru": ("units", "num_layers", "recurrent_initializer"),
+}
+# What keras.Model itself takes from CharLM's keyword arguments (and its config).
+MODEL_ARGUMENTS = ("name", "trainable")
+
+
+def check_arguments(family, arguments):
+    """Raises ValueError, listing the valid ones, if `family` does not read every
+    one of `arguments` (names of CharLM arguments)."""
+    check_choice("family", family, FAMILIES)
+    unknown = sorted(set(arguments) - set(FAMILY_ARGUMENTS[family]) - {"family", "vocabulary_size"})
+    if unknown:
+        raise ValueError(f"unknown model argument{'s' * (len(unknown) > 1)} for {family}: "
+                         f"{', '.join(unknown)}; valid: {', '.join(FAMILY_ARGUMENTS[family])}")
 
 
 def layer_state_size(family, units, combine, vocabulary_size):
@@ -62,6 +81,10 @@ class CharLM(keras.Model):
         **kwargs,
     ):
         check_choice("family", family, FAMILIES)
+        unknown = sorted(set(kwargs) - set(MODEL_ARGUMENTS))
+        if unknown:
+            raise ValueError(f"unknown CharLM argument{'s' * (len(unknown) > 1)}: {', '.join(unknown)}; "
+                             f"valid: {', '.join(FAMILY_ARGUMENTS[family])} (for {family})")
         check_positive("vocabulary_size", vocabulary_size)
         check_positive("units", units)
         check_positive("num_layers", num_layers)
