@@ -6,6 +6,7 @@ and nothing on disk touched.
 """
 
 import contextlib
+import inspect
 import os
 import subprocess
 import sys
@@ -74,6 +75,13 @@ def test_unknown_model_arguments_are_refused_with_the_valid_ones(preset, setting
     name = setting.split("=")[0].split(".")[1]
     one_line_error(capsys, f"unknown model argument for {preset}: {name}", f"valid: {valid}")
     assert not run.exists()
+
+
+def test_the_table_of_family_arguments_matches_charlm():
+    from zoo.models import FAMILY_ARGUMENTS
+
+    parameters = set(inspect.signature(zoo.CharLM).parameters) - {"family", "vocabulary_size", "kwargs"}
+    assert set().union(*FAMILY_ARGUMENTS.values()) == parameters
 
 
 def test_charlm_refuses_what_it_would_ignore():
