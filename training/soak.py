@@ -186,6 +186,6 @@ def soak_rows(models_dir, next_export, seconds, row):
                 note=f"{baseline / 1024:.0f} MB after warm-up; a corrupt version appeared meanwhile"),
             row(f"{label}: peak server RSS growth, whole run", 100 * (peaks[1] - baseline) / baseline, "%",
                 target=10.0, lower_is_better=True,
-                note="TensorFlow never frees a replaced SavedModel: loading the new version costs it"),
+                note="a swap without downtime holds the old and the new version at once"),
             row(f"{label}: p99 latency of valid requests", percentile(0.99), "ms", "p50",
                 percentile(0.5))]
