@@ -64,6 +64,16 @@ def test_a_run_trains_evaluates_and_writes_everything(tmp_path, corpus):
     assert alphabet == corpus.alphabet and model.count_params() > 0
 
 
+def test_a_run_shorter_than_histogram_every_has_histograms_at_its_first_and_last_steps(tmp_path, corpus):
+    from tensorboard.backend.event_processing.event_accumulator import TENSORS, EventAccumulator
+
+    train(small("arch1", "steps=12", "histogram_every=1000", "eval_every=1000"), tmp_path / "run", corpus)
+    accumulator = EventAccumulator(str(tmp_path / "run" / "logs" / "train"), size_guidance={TENSORS: 0})
+    accumulator.Reload()
+    for tag in ("weights/arch1_0/cell/recurrent_kernel", "gradients/arch1_0/cell/recurrent_kernel"):
+        assert [event.step for event in accumulator.Tensors(tag)] == [4, 12]  # the first call ran 4 steps
+
+
 def assert_tensorboard_explains_the_run(logs):
     """The run's own event files, read by TensorBoard's reader, hold every kind of summary."""
     from tensorboard.backend.event_processing.event_accumulator import TENSORS, EventAccumulator

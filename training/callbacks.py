@@ -143,8 +143,9 @@ class TensorBoardLogger:
         """Whether `log_histograms` would write at `step`, to skip preparing them."""
         return self.histogram_every > 0 and step % self.histogram_every == 0
 
-    def log_histograms(self, step, model, gradients):
-        """Histograms of every trainable weight and its gradient, if `wants_histograms(step)`.
+    def log_histograms(self, step, model, gradients, always=False):
+        """Histograms of every trainable weight and its gradient, if `wants_histograms(step)`
+        (or `always`: the loop also logs a run's first and last steps).
 
         Args:
             step: int. The training step.
@@ -156,7 +157,7 @@ class TensorBoardLogger:
         Returns:
             bool. Whether anything was written.
         """
-        if not self.wants_histograms(step):
+        if not (always or self.wants_histograms(step)):
             return False
         with self.train_writer.as_default(step=step):
             for variable, gradient in zip(model.trainable_variables, gradients, strict=True):

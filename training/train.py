@@ -130,6 +130,13 @@ def validate(trainer, corpus, config, logger, step, final=False):
     return metrics
 
 
+def log_histograms(trainer, logger, inputs, targets, state, step):
+    """Histograms of the weights and of the gradient of the last window trained; returns `step`."""
+    _, gradients, _ = trainer.gradients(inputs[-1], targets[-1], state)
+    logger.log_histograms(step, trainer.model, gradients, always=True)
+    return step
+
+
 def log_diagnostics(trainer, windows, state, logger, step):
     inputs, targets = windows[0]
     norms = gradient_flow(trainer.model, inputs, targets, tf.zeros_like(state))
@@ -176,6 +183,7 @@ def train(config: Config, run_dir, corpus=None):
     progress = Progress(target)
     started, bad_steps, clipped, counted = time.monotonic(), 0, 0, 0
     side_seconds = 0.0  # validation, diagnostics and checkpoints: not training speed
+    histograms_at = None  # the last step with weight and gradient histograms
     tick, tick_step = time.monotonic(), int(position)
     stop_reason = "steps"
     with stop_requests() as requested:
@@ -214,9 +222,8 @@ def train(config: Config, run_dir, corpus=None):
                 logger.log_train(step, loss, loss / math.log(2), trainer.learning_rate(),
                                  float(out["grad_norm"][-1]), clipped / max(counted, 1), speed)
                 progress.update(step, loss, trainer.learning_rate(), speed)
-            if logger.wants_histograms(step):
-                _, gradients, _ = trainer.gradients(inputs[-1], targets[-1], state)
-                logger.log_histograms(step, model, gradients)
+            if logger.wants_histograms(step) or histograms_at is None:  # and after the first call
+                histograms_at = log_histograms(trainer, logger, inputs, targets, state, step)
             side_started = time.monotonic()
             if step % config.eval_every == 0:
                 validate(trainer, corpus, config, logger, step)
@@ -225,6 +232,8 @@ def train(config: Config, run_dir, corpus=None):
                 checkpoints.save(step)
             side_seconds += time.monotonic() - side_started
     step = int(position)
+    if histograms_at not in (None, step):  # the last step, however the run stopped
+        log_histograms(trainer, logger, inputs, targets, state, step)
     checkpoints.save(step)
     training_seconds = time.monotonic() - started - side_seconds
     if stop_reason in ("SIGINT", "SIGTERM"):
