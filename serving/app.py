@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import socket
 import time
 from pathlib import Path
 
@@ -239,6 +240,12 @@ def serve(models_dir, host="127.0.0.1", port=8000, max_connections=512, **option
     """Runs the API until interrupted; `options` go to `create_app`."""
     import uvicorn
 
+    with socket.socket() as probe:  # a clear error before the models load, not uvicorn's exit
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise OSError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
     app = create_app(models_dir, **options)
     header_timeout = options.get("body_timeout", 10.0)
     uvicorn.Server(server_config(app, host, port, max_connections, header_timeout)).run()

@@ -150,6 +150,7 @@ class ModelRepository:
                 model = ExportedModel(path, name=name)
             except Exception as error:  # noqa: BLE001  (one broken export must not stop the others)
                 message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                message = message.removeprefix(f"cannot load {path}: ")
                 log.warning("cannot load %s: %s; trying an older version", path, message)
                 with self._lock:
                     self._failed[path] = Failure(version, message, files)

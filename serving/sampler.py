@@ -143,7 +143,7 @@ class ExportedModel:
         name: str, the model's name; default its directory's name.
 
     Raises:
-        ValueError: `path` holds no export.
+        ValueError: `path` holds no export, or its files cannot be read.
     """
 
     def __init__(self, path, name=None):
@@ -154,8 +154,12 @@ class ExportedModel:
         self.version = version_of(self.path) or 0
         self.alphabet = self.card["alphabet"]
         self.normalize = self.card.get("normalize")
-        check_variables(self.path)
-        self._saved = tf.saved_model.load(str(self.path))
+        try:
+            check_variables(self.path)
+            self._saved = tf.saved_model.load(str(self.path))
+        except (tf.errors.OpError, OSError) as error:  # a bad copy, a checksum error, a missing file
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ValueError(f"cannot load {self.path}: {message}") from None
         self._generate = self._saved.signatures["generate"]
         self._start = self._saved.signatures["start"]
         self._resume = self._saved.signatures["resume"]

@@ -182,3 +182,24 @@ def test_a_finished_run_started_again_says_so_and_exports_nothing(texts, tmp_pat
     assert (run / "metrics.json").read_bytes() == metrics
     assert main(command + ["--steps", "8"]) == 0  # a larger limit trains on, and exports
     assert sorted(p.name for p in (run / "export" / "arch1").iterdir()) == ["1", "2"]
+
+
+def test_eval_falls_back_past_unreadable_checkpoints_and_names_a_broken_config(texts, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(train_args(run, texts / "words.txt")) == 0
+    capsys.readouterr()
+    data_files = sorted((run / "checkpoints").glob("ckpt-*.data-*"), key=lambda p: int(p.name[5:].split(".")[0]))
+    data_files[-1].write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="ckpt-6 is unreadable"):
+        assert main(["eval", str(run), "--json"]) == 0
+    capsys.readouterr()
+    for path in data_files:
+        path.write_bytes(b"garbage")
+    with pytest.warns(UserWarning):
+        assert main(["eval", str(run)]) == 2
+    one_line_error(capsys, "has no readable checkpoint")
+    (run / "config.json").write_text("{cut short")
+    assert main(["eval", str(run)]) == 2
+    one_line_error(capsys, f"{run / 'config.json'} is not valid JSON")
+    assert main(train_args(run, texts / "words.txt")) == 2
+    one_line_error(capsys, f"{run / 'config.json'} is not valid JSON")

@@ -374,3 +374,17 @@ def test_sample_and_serve_refuse_impossible_values_without_a_traceback(library, 
     assert main(["serve", "--models", str(library["good"].parent), "--max-body", "0"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "max_body must be positive" in err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--models", str(library["good"].parent), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"cannot listen on 127.0.0.1:{port}" in err
+
+
+def test_sampling_a_corrupt_export_is_a_one_line_error(library, tmp_path, capsys):
+    corrupt(place(library["good"], tmp_path, "tiny", 1))
+    assert main(["sample", str(tmp_path / "tiny")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot load" in err and "checksum" in err.lower()

@@ -52,14 +52,14 @@ def training_overrides(args):
 
 def cmd_train(args):
     from training import config as configuration, data
-    from training.run import has_checkpoint
+    from training.run import has_checkpoint, read_json
     from training.train import TrainingError, train
 
     run_dir = Path(args.run_dir or Path("runs") / args.preset.lower())
     saved = run_dir / "config.json"
     try:
         if saved.is_file() and has_checkpoint(run_dir):  # resume: the run's own settings, then the flags
-            values = json.loads(saved.read_text())
+            values = read_json(saved)
             if values["preset"] != args.preset.lower():
                 raise UserError(f"{run_dir} holds a {values['preset']} run; choose another --run-dir")
             config = configuration.override(values, training_overrides(args))

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from training.checkpoints import CheckpointMismatch, Checkpoints
 from training.config import Config
 from zoo.models import CharLM
 
@@ -19,16 +20,31 @@ def has_checkpoint(run_dir):
     return tf.train.latest_checkpoint(str(Path(run_dir) / "checkpoints")) is not None
 
 
+def read_json(path):
+    """A run file's contents; ValueError naming the file if it is not JSON (edited by hand, cut short)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); restore it or start a new run") from None
+
+
 def load_run_model(run_dir):
-    """(config, alphabet, model) of a run, with the newest checkpoint's weights."""
+    """(config, alphabet, model) of a run, with the newest readable checkpoint's weights.
+
+    Raises:
+        FileNotFoundError: not a run, or no readable checkpoint.
+        ValueError: a run file is not JSON, or the checkpoint does not fit the model.
+    """
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
-    config = Config.from_json((run_dir / "config.json").read_text())
-    alphabet = json.loads((run_dir / "alphabet.json").read_text())["alphabet"]
+    config = Config(**read_json(run_dir / "config.json"))
+    alphabet = read_json(run_dir / "alphabet.json")["alphabet"]
     model = build_model(config, len(alphabet))
-    latest = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
-    if latest is None:
-        raise FileNotFoundError(f"{run_dir} has no checkpoint yet")
-    tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+    try:
+        restored = Checkpoints(run_dir / "checkpoints", config.keep_checkpoints, model=model).restore()
+    except CheckpointMismatch as error:
+        raise ValueError(str(error)) from None
+    if restored is None:
+        raise FileNotFoundError(f"{run_dir} has no readable checkpoint")
     return config, alphabet, model

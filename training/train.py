@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import tensorflow as tf
 
 from training import data
@@ -20,7 +19,7 @@ from training.diagnostics import gradient_flow, spectral_radii
 from training.distribute import (DistributedTrainer, is_chief, make_checkpoints, make_strategy,
                                  scratch_dir)
 from training.export import export_run
-from training.run import build_model, has_checkpoint
+from training.run import build_model, has_checkpoint, read_json
 from training.trainer import Trainer, make_optimizer, sample_text, set_seed
 
 
@@ -49,11 +48,11 @@ def check_resume(run_dir, config, corpus):
     saved = run_dir / "config.json"
     if not (saved.exists() and has_checkpoint(run_dir)):
         return
-    old = json.loads(saved.read_text())
+    old = read_json(saved)
     new = json.loads(config.to_json())
     changes = [f"{key} {old.get(key)!r} -> {new[key]!r}" for key in FIXED if old.get(key) != new[key]]
     alphabet_path = run_dir / "alphabet.json"
-    if alphabet_path.exists() and json.loads(alphabet_path.read_text()) != alphabet_record(corpus):
+    if alphabet_path.exists() and read_json(alphabet_path) != alphabet_record(corpus):
         changes.append("the corpus's alphabet")
     if changes:
         raise TrainingError(
