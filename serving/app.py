@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 import socket
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from serving.metrics import Metrics
 from serving.repository import ModelRepository
 from serving.sampler import Limits, SettingError, Settings, new_seed
 
+log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 # What one request may ask for by default (`charzoo serve --max-...` changes them).
 LIMITS = Limits(max_length=2000, max_samples=16, max_prime=4000, max_characters=32_000)
@@ -204,14 +206,19 @@ async def disconnected(request):
 
 async def events(request, chunks, num_samples, answer, started, deadline, limiter, metrics):
     """Server-sent events: one `chunk` event per chunk, then `done` with the
-    whole samples, or `error` if the deadline passes; stops generating as
-    soon as the client goes away."""
+    whole samples, or `error` if the deadline passes or generation fails;
+    stops generating as soon as the client goes away."""
     samples = [""] * num_samples
     while True:
         if time.monotonic() > deadline:
             yield f"event: error\ndata: {json.dumps({'detail': 'the deadline passed; stream ended'})}\n\n"
             return
-        chunk = await anyio.to_thread.run_sync(next, chunks, None, limiter=limiter)
+        try:
+            chunk = await anyio.to_thread.run_sync(next, chunks, None, limiter=limiter)
+        except Exception as error:  # noqa: BLE001  (the 200 is sent: the stream must say it)
+            log.exception("a stream of %s failed", answer["model"])
+            yield f"event: error\ndata: {json.dumps({'detail': f'generation failed: {error}'})}\n\n"
+            return
         if chunk is None:
             break
         samples = [a + b for a, b in zip(samples, chunk)]

@@ -13,13 +13,19 @@ from starlette.responses import JSONResponse
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 
+PAGES = {"/": "page", "/healthz": "healthz", "/readyz": "readyz", "/metrics": "metrics",
+         "/v1/models": "models", "/docs": "docs", "/openapi.json": "openapi"}
+ACTIONS = {"": "describe", "sample": "sample"}
+
+
 def endpoint_of(path, known_models):
-    """(model, endpoint) labels for a path; unknown model names are "-" so that
-    a client making names up cannot grow the metrics."""
+    """(model, endpoint) labels for a path. Anything a client can make up (model
+    names not served, other paths or actions) is "-" or "other", so that it
+    cannot grow the metrics."""
     if path.startswith("/v1/models/"):
         name, _, action = path[len("/v1/models/"):].partition(":")
-        return (name if name in known_models() else "-"), action or "describe"
-    return "-", {"/": "page", "/v1/models": "models"}.get(path, path.strip("/") or "page")
+        return (name if name in known_models() else "-"), ACTIONS.get(action, "other")
+    return "-", PAGES.get(path, "other")
 
 
 class Guard:

@@ -11,6 +11,7 @@ in the background follows what people do to the directory by hand:
   files change (retrying a corrupt export every few seconds cost ~1 GB of
   memory a minute);
 - a version re-exported under the same number (its files changed) is reloaded;
+  a served version whose files break on disk goes on being served from memory;
 - a deleted model is unloaded, a deleted version falls back to the one before;
 - a directory whose name is not a number is skipped, with one warning.
 """
@@ -156,13 +157,15 @@ class ModelRepository:
                     self._failed[path] = Failure(version, message, files)
                 if self.metrics:
                     self.metrics.load_failures.labels(name).inc()
+                if served and served.model.path == path:
+                    return  # the served version's files broke on disk: keep what was loaded from them
                 continue
             with self._lock:
                 self._failed.pop(path, None)
             self._swap(name, Served(model, MicroBatcher(model, self.max_rows, metrics=self.metrics), files))
             return
         if served:
-            self._unload(name, "no version of it loads any more")
+            self._unload(name, "its served version is gone and no other loads")
 
     def _swap(self, name, served):
         with self._lock:

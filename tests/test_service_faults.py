@@ -126,6 +126,10 @@ def test_a_corrupt_version_is_tried_once_and_the_older_one_is_served(library, tm
         place(library["good"], tmp_path, "tiny", 2)
         repository.rescan()
         assert repository.get("tiny").version == 2 and repository.health()["tiny"]["failed"] == {}
+        served = repository.get("tiny")
+        corrupt(tmp_path / "tiny" / "2")  # the served version's files break on disk
+        repository.rescan()
+        assert repository.get("tiny") is served and "2" in repository.health()["tiny"]["failed"]
     finally:
         repository.close()
 
@@ -280,6 +284,23 @@ def test_a_plain_request_whose_client_left_stops_computing(server):
         assert len(produced) == stopped <= 6  # of 16 chunks
 
 
+def test_a_stream_that_fails_midway_ends_with_an_error_event(server, client):
+    model, original = server["model"], server["model"].chunks
+
+    def failing(*args, **kwargs):
+        pieces = original(*args, **kwargs)
+        yield next(pieces)
+        raise RuntimeError("the graph failed")
+
+    model.chunks = failing
+    try:
+        response = client.post("/v1/models/tiny:sample", json={"prime": "a", "length": 64, "stream": True})
+    finally:
+        del model.chunks
+    assert response.status_code == 200 and response.text.count("event: chunk") == 1
+    assert "event: error" in response.text and "the graph failed" in response.text
+
+
 # 5 and 6. The rescan loop survives anything; names come from directories.
 def test_the_rescan_loop_survives_bad_directories_and_follows_the_disk(library, tmp_path, caplog):
     place(library["good"], tmp_path, "tiny", 1)
@@ -354,7 +375,11 @@ def test_metrics_count_requests_batches_and_characters(server, client):
     client.post("/v1/models/tiny:sample", json={"prime": "a", "length": 7})
     client.post("/v1/models/tiny:sample", json={"top_k": -1})
     client.post("/v1/models/made-up:sample", json={})
+    for path in ("/made-up-1", "/made-up-2", "/v1/models/tiny:made-up"):
+        client.get(path)
     text = client.get("/metrics").text
+    assert "made-up" not in text  # nothing a client invents becomes a label
+    assert 'charzoo_requests_total{endpoint="other",model="-",status="404"} 2.0' in text
     assert 'charzoo_requests_total{endpoint="sample",model="tiny",status="200"}' in text
     assert 'charzoo_requests_total{endpoint="sample",model="tiny",status="422"}' in text
     assert 'charzoo_requests_total{endpoint="sample",model="-",status="404"}' in text
