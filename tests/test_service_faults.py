@@ -25,6 +25,7 @@ from serving.repository import ModelRepository
 from serving.sampler import ExportedModel, Limits, Settings
 from training.cli import main
 from training.export import export_model
+from training.soak import corrupt
 
 ALPHABET = " abcdefghijklmnopqrstuvwxyz"
 LIMITS = Limits(max_length=4000, max_samples=8, max_prime=200, max_characters=8000)
@@ -46,15 +47,6 @@ def place(source, models_dir, name, version):
     target = models_dir / name / str(version)
     shutil.copytree(source, target)
     return target
-
-
-def corrupt(version_dir):
-    """Flips bytes in the variables, as a bad copy would: TensorFlow's checksum fails."""
-    data = next((version_dir / "variables").glob("variables.data-*"))
-    raw = bytearray(data.read_bytes())
-    for i in range(0, len(raw), 7):
-        raw[i] ^= 0x55
-    data.write_bytes(bytes(raw))
 
 
 def rss_bytes():
