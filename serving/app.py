@@ -27,7 +27,7 @@ from serving.batching import Request as Work
 from serving.guard import Guard, SlowHeadersTimeout
 from serving.metrics import Metrics
 from serving.repository import ModelRepository
-from serving.sampler import Limits, SettingError, Settings, new_seed
+from serving.settings import Limits, SettingError, Settings, new_seed
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -38,7 +38,7 @@ LIMITS = Limits(max_length=2000, max_samples=16, max_prime=4000, max_characters=
 class SampleRequest(BaseModel):
     """What to generate. Omit `seed` to have one chosen (and returned).
 
-    Types only: the ranges are checked once, by `serving.sampler.check_settings`.
+    Types only: the ranges are checked once, by `serving.settings.check_settings`.
     """
 
     model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
@@ -74,7 +74,7 @@ def create_app(models_dir, limits=LIMITS, max_body=65_536, request_timeout=30.0,
 
     Args:
         models_dir: str or Path, laid out as `<name>/<version>/`.
-        limits: `serving.sampler.Limits`, what one request may ask for.
+        limits: `serving.settings.Limits`, what one request may ask for.
         max_body: int, the largest request body in bytes (413 above).
         request_timeout: float, seconds a request may take before it is
             cancelled (504); streams end with an `error` event.

@@ -24,7 +24,7 @@ class Request:
     """One sampling request, checked and with its prime prepared, on its way to a model."""
 
     prime: str  # normalised and checked against the alphabet
-    settings: object  # a `serving.sampler.Settings`, checked
+    settings: object  # a `serving.settings.Settings`, checked
     seed: int
     deadline: float = math.inf  # time.monotonic() past which nobody waits for the answer
     future: concurrent.futures.Future = dataclasses.field(default_factory=concurrent.futures.Future)
@@ -70,7 +70,7 @@ class MicroBatcher:
     and doubled the latency of a lone request (14 ms instead of 6.5 ms).
 
     Args:
-        model: a `serving.sampler.ExportedModel`.
+        model: a `serving.model.ExportedModel`.
         max_rows: int, the most rows per call.
         window: float, seconds to wait for more requests after the first.
         metrics: a `serving.metrics.Metrics`, or None.

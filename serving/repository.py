@@ -22,7 +22,7 @@ import threading
 from pathlib import Path
 
 from serving.batching import Closed, MicroBatcher
-from serving.sampler import ExportedModel, version_of
+from serving.model import ExportedModel, version_of
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import time
 import uvicorn
 
 from serving.app import server_config
-from training.loadgen import free_port
+from benchmarks.loadgen import free_port
 
 
 @contextlib.contextmanager

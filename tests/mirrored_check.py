@@ -21,9 +21,9 @@ from training import config as configuration  # noqa: E402 - after the device se
 from training import data  # noqa: E402
 from training.batches import Windows  # noqa: E402
 from training.distribute import DistributedTrainer, make_strategy  # noqa: E402
-from training.run import build_model, load_run_model  # noqa: E402
-from training.train import train  # noqa: E402
-from training.trainer import Trainer, make_optimizer, set_seed  # noqa: E402
+from training.run_dir import build_model, load_run_model  # noqa: E402
+from training.loop import train  # noqa: E402
+from training.step import Trainer, make_optimizer, set_seed  # noqa: E402
 
 STEPS = 4
 
@@ -53,8 +53,8 @@ def max_difference(a, b):
 
 
 def compare(strategy, preset, overrides):
-    config = configuration.resolve(preset, ["model.units=8", "batch_size=4", "unrollings=8",
-                                            *overrides])
+    config = configuration.resolve(preset, {"model": {"units": 8}, "batch_size": 4, "unrollings": 8,
+                                            **overrides})
     ids = np.random.default_rng(0).integers(0, 27, 4 * 8 * STEPS + 1).astype(np.uint8)
     windows = Windows(ids, config.batch_size, config.unrollings)
     single, mirrored = build(config), build(config, strategy)
@@ -76,7 +76,7 @@ def compare(strategy, preset, overrides):
 
 def non_finite(strategy):
     """A NaN in replica 1's streams: no update anywhere, the old state kept."""
-    config = configuration.resolve("arch1", ["model.units=8"])
+    config = configuration.resolve("arch1", {"model": {"units": 8}})
     trainer = build(config, strategy)
     before = trainer.model.get_weights()
     state = np.zeros((4, trainer.model.state_size), np.float32)
@@ -92,7 +92,7 @@ def non_finite(strategy):
 
 
 def indivisible(strategy):
-    trainer = build(configuration.resolve("arch1", ["model.units=8"]), strategy)
+    trainer = build(configuration.resolve("arch1", {"model": {"units": 8}}), strategy)
     ids = np.zeros((3, 8), np.int32)
     try:
         trainer.train_step(ids, ids, trainer.model.initial_state(3))
@@ -105,17 +105,17 @@ def runs():
     """train() mirrored, stopped and resumed, against train() on one device straight through."""
     words = np.random.default_rng(0).choice("the quick brown fox jumps over a lazy dog".split(), 3000)
     corpus = data.corpus_from_text("words", " ".join(words), "text8")
-    settings = ["model.units=8", "batch_size=4", "unrollings=8", "optimizer=adam",
-                "learning_rate=0.02", "eval_every=1000", "checkpoint_every=1000",
-                "eval_characters=2000", "sample_length=5", "export=false",
-                "steps_per_execution=3"]  # calls of 3 steps: 0-3-6, resumed 6-9-12
+    settings = {"model": {"units": 8}, "batch_size": 4, "unrollings": 8, "optimizer": "adam",
+                "learning_rate": 0.02, "eval_every": 1000, "checkpoint_every": 1000,
+                "eval_characters": 2000, "sample_length": 5, "export": False,
+                "steps_per_execution": 3}  # calls of 3 steps: 0-3-6, resumed 6-9-12
     # stdout is for the JSON result only.
     with tempfile.TemporaryDirectory() as directory, contextlib.redirect_stdout(sys.stderr):
         directory = Path(directory)
-        single = train(configuration.resolve("arch1", [*settings, "steps=12"]), directory / "one", corpus)
+        single = train(configuration.resolve("arch1", {**settings, "steps": 12}), directory / "one", corpus)
         for steps in (6, 12):
-            mirrored = train(configuration.resolve("arch1", [*settings, f"steps={steps}",
-                                                             "strategy=mirrored"]),
+            mirrored = train(configuration.resolve("arch1", {**settings, "steps": steps,
+                                                             "strategy": "mirrored"}),
                              directory / "two", corpus)
         weights = [load_run_model(directory / name)[2].get_weights() for name in ("one", "two")]
     return {"weights": max_difference(*weights), "steps": mirrored["steps"],
@@ -126,13 +126,13 @@ def main():
     strategy = make_strategy("mirrored")
     results = {
         "replicas": strategy.num_replicas_in_sync,
-        "adam_arch1": compare(strategy, "arch1", ["optimizer=adam", "learning_rate=0.02"]),
-        "adam_lstm": compare(strategy, "lstm", ["optimizer=adam", "learning_rate=0.02"]),
+        "adam_arch1": compare(strategy, "arch1", {"optimizer": "adam", "learning_rate": 0.02}),
+        "adam_lstm": compare(strategy, "lstm", {"optimizer": "adam", "learning_rate": 0.02}),
         # SGD moves by the gradient itself, so a gradient counted twice would show...
-        "sgd": compare(strategy, "arch1", ["optimizer=sgd", "learning_rate=0.5", "clip_norm=1e9"]),
+        "sgd": compare(strategy, "arch1", {"optimizer": "sgd", "learning_rate": 0.5, "clip_norm": 1e9}),
         # ...and so would clipping by any other norm than that of the summed gradient.
-        "sgd_clipped": compare(strategy, "arch1", ["optimizer=sgd", "learning_rate=1.0",
-                                                   "clip_norm=0.001"]),
+        "sgd_clipped": compare(strategy, "arch1", {"optimizer": "sgd", "learning_rate": 1.0,
+                                                   "clip_norm": 0.001}),
         "non_finite": non_finite(strategy),
         "indivisible": indivisible(strategy),
         "runs": runs(),

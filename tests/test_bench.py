@@ -3,7 +3,7 @@
 import json
 import math
 
-from training import bench
+from benchmarks import bench
 
 KEYS = {"name", "value", "unit", "peer", "peer_value", "ratio", "target", "met"}
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import zoo
-from training.checkpoints import CheckpointMismatch, Checkpoints
+from training.run_dir import CheckpointMismatch, Checkpoints
 from training.cli import main
 
 WORDS = "the quick brown fox jumps over a lazy dog and then runs far away".split()
@@ -77,11 +77,13 @@ def test_unknown_model_arguments_are_refused_with_the_valid_ones(preset, setting
     assert not run.exists()
 
 
-def test_the_table_of_family_arguments_matches_charlm():
-    from zoo.models import FAMILY_ARGUMENTS
+def test_the_table_of_family_arguments_matches_charlm_and_each_layer():
+    from zoo.char_lm import family_arguments
 
     parameters = set(inspect.signature(zoo.CharLM).parameters) - {"family", "vocabulary_size", "kwargs"}
-    assert set().union(*FAMILY_ARGUMENTS.values()) == parameters
+    assert set().union(*map(family_arguments, zoo.FAMILIES)) == parameters
+    for layer in zoo.FAMILIES.values():  # what CharLM passes on, each family's layer takes
+        assert set(layer.char_lm_arguments) <= set(inspect.signature(layer).parameters), layer
 
 
 def test_charlm_refuses_what_it_would_ignore():

@@ -12,6 +12,12 @@ from training.batches import Windows, evaluation_windows
 
 def test_normalize_text8_spells_digits_and_folds_everything_else():
     assert data.normalize_text8("In 1984, Orwell's   BOOK!\n") == "in one nine eight four orwell s book"
+    assert data.normalize_text8("Ça, ÉTÉ 7") == "a t seven"  # non-ASCII letters are not text8's
+
+
+def test_the_graph_mapping_of_primes_keeps_their_spaces():
+    mapped = data.normalize_text8_tensor(["Hi, 2 U!", " the  ", ""]).numpy().tolist()
+    assert mapped == [b"hi two u ", b" the ", b""]
 
 
 def test_builtin_corpus_is_text8_alphabet_and_split_90_5_5():

@@ -11,8 +11,8 @@ import pytest
 
 from training import config as configuration
 from training.distribute import check_tf_config, make_strategy
-from training.run import load_run_model
-from training.train import train
+from training.run_dir import load_run_model
+from training.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
@@ -119,7 +119,8 @@ def test_two_workers_train_to_completion(tmp_path):
     assert metrics["steps"] == 5
     assert metrics["characters_seen"] == 5 * config["batch_size"] * config["unrollings"]
     assert [p.name for p in (run / "checkpoints").glob("ckpt-5.index")] == ["ckpt-5.index"]
-    single = train(configuration.resolve("arch1", ["data=builtin", "steps=5", *settings]),
+    single = train(configuration.resolve("arch1", configuration.parse_settings(
+        ["data=builtin", "steps=5", *settings])),
                    tmp_path / "single")
     assert abs(single["valid_bpc"] - metrics["valid_bpc"]) < 1e-4
     for a, b in zip(load_run_model(run)[2].get_weights(),

@@ -64,6 +64,16 @@ def test_model_card(run):
     assert card["created"].endswith("+00:00") and card["signatures"] == SIGNATURES
 
 
+def test_the_graph_normalises_primes_as_the_corpus_was(run):
+    start = run["loaded"].signatures["start"]
+    states = [start(prime=tf.constant([prime]))["state"].numpy()
+              for prime in ("Hi, 2 U!", "hi two u ", "hi two u")]
+    np.testing.assert_array_equal(states[0], states[1])
+    assert not np.array_equal(states[1], states[2])  # the trailing space is read
+    card = json.loads((run["second"] / "assets" / "model.json").read_text())
+    assert card["normalizes_primes"] is True
+
+
 def test_saved_model_cli_shows_the_signatures(run):
     shown = subprocess.run([str(VENV_BIN / "saved_model_cli"), "show", "--dir", str(run["second"]), "--all"],
                            capture_output=True, text=True, check=True,
@@ -126,9 +136,12 @@ def test_greedy_text_matches_a_keras_loop(run, tmp_path, preset, feedback):
     assert generate(loaded, [prime], length=20, temperature=0.0) == [expected]
 
 
-def test_characters_outside_the_alphabet_are_named(run):
+def test_characters_outside_the_alphabet_are_named(run, tmp_path):
+    assert generate(run["loaded"], ["Qa"], temperature=0.0) == generate(run["loaded"], ["qa"], temperature=0.0)
+    # A model that was not trained on normalised text reads only its alphabet.
+    strict = export_model(run["model"], ALPHABET, {"normalize": None}, tmp_path, "strict", xla=False)
     with pytest.raises(tf.errors.InvalidArgumentError, match="outside the alphabet.*Q"):
-        generate(run["loaded"], ["Qa"])
+        generate(tf.saved_model.load(str(strict)), ["Qa"])
 
 
 def test_export_rejects_a_mismatched_alphabet(run, tmp_path):

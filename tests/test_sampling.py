@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from training import sampling
+from zoo import sampling
 
 BATCH, CLASSES = 8, 12
 

@@ -22,10 +22,11 @@ from serving.app import create_app
 from serving.batching import MicroBatcher, Request
 from serving.metrics import Metrics
 from serving.repository import ModelRepository
-from serving.sampler import ExportedModel, Limits, Settings
+from serving.model import ExportedModel
+from serving.settings import Limits, Settings
 from training.cli import main
 from training.export import export_model
-from training.soak import corrupt
+from benchmarks.soak import corrupt
 
 ALPHABET = " abcdefghijklmnopqrstuvwxyz"
 LIMITS = Limits(max_length=4000, max_samples=8, max_prime=200, max_characters=8000)

@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 import zoo
-from serving import sampler
+from serving import model as serving_model
 from live_server import live_server
 from serving.app import LIMITS, create_app
 from training.export import export_model
@@ -70,7 +70,7 @@ def test_sample_is_reproducible_and_matches_the_export(client, server):
     assert len(body["samples"]) == 3 and all(len(s) == 30 for s in body["samples"])
     again = post(client, prime="the ", length=30, num_samples=3, temperature=0.9, top_k=5, seed=body["seed"])
     assert again.json()["samples"] == body["samples"]
-    direct, _ = sampler.sample(server["models_dir"] / "tiny", "the ", 30, 0.9, 5, 1.0, body["seed"], 3)
+    direct, _ = serving_model.sample(server["models_dir"] / "tiny", "the ", 30, 0.9, 5, 1.0, body["seed"], 3)
     assert direct == body["samples"]
 
 
@@ -182,19 +182,18 @@ def test_concurrent_requests_are_batched_and_a_new_version_is_picked_up(server, 
 
 
 def test_sampler_finds_the_newest_version_and_reports_user_errors(models_dir, tmp_path):
-    model = sampler.ExportedModel(models_dir / "strict")
+    model = serving_model.ExportedModel(models_dir / "strict")
     assert model.version == 1 and model.sample("abc", 10, temperature=0) == model.sample("abc", 10, temperature=0)
     with pytest.raises(ValueError, match="neither an exported model"):
-        sampler.ExportedModel(tmp_path)
+        serving_model.ExportedModel(tmp_path)
     with pytest.raises(ValueError, match="outside the model's alphabet: '!'"):
         model.sample("abc!")
     with pytest.raises(ValueError, match="top_p"):
         model.sample("abc", top_p=0)
-    assert sampler.normalize_text8("Hi, 2 U!", ALPHABET) == "hi two u "
 
 
 def test_the_bench_load_generator_counts_answers_and_errors(server):
-    from training import loadgen
+    from benchmarks import loadgen
 
     port = int(server["url"].rsplit(":", 1)[1])
     latencies, errors, wall = asyncio.run(loadgen.requests(port, "/v1/models/tiny:sample", 4, 2, 5))

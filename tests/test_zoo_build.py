@@ -6,7 +6,7 @@ from training.cli import main
 
 def test_zoo_build_trains_exports_indexes_and_resumes(tmp_path, capsys):
     models, runs = tmp_path / "models", tmp_path / "runs"
-    overrides = ["model.units=8", "eval_every=1000", "batch_size=8", "unrollings=10"]
+    overrides = {"model": {"units": 8}, "eval_every": 1000, "batch_size": 8, "unrollings": 10}
     rows = zoo_build.build(models, runs, "builtin", steps=6, names=["arch1", "lstm"], overrides=overrides)
     assert [r["name"] for r in rows] == ["arch1", "lstm"]
     for row in rows:

@@ -41,25 +41,28 @@ def cmd_models(args):
     print(format_table(["name", "family", "units", "layers", "parameters", "description"], rows))
 
 
+TRAINING_FLAGS = ("data", "normalize", "batch_size", "unrollings", "learning_rate", "steps", "epochs",
+                  "max_time", "seed", "strategy")
+
+
 def training_overrides(args):
-    """The command line's settings as "key=value" overrides, named flags first."""
-    flags = {"data": args.data, "normalize": args.normalize, "batch_size": args.batch_size,
-             "unrollings": args.unrollings, "learning_rate": args.learning_rate,
-             "steps": args.steps, "epochs": args.epochs, "max_time": args.max_time,
-             "seed": args.seed, "strategy": args.strategy}
-    return [f"{k}={v}" for k, v in flags.items() if v is not None] + list(args.set)
+    """The command line's settings as typed Config overrides: the named flags, then `--set`."""
+    from training.config import parse_settings
+
+    flags = {k: getattr(args, k) for k in TRAINING_FLAGS if getattr(args, k) is not None}
+    return {**flags, **parse_settings(args.set)}
 
 
 def cmd_train(args):
     from training import config as configuration, data
-    from training.run import has_checkpoint, read_json
-    from training.train import TrainingError, train
+    from training.loop import TrainingError, train
+    from training.run_dir import RunDir
 
     run_dir = Path(args.run_dir or Path("runs") / args.preset.lower())
-    saved = run_dir / "config.json"
+    run = RunDir(run_dir)
     try:
-        if saved.is_file() and has_checkpoint(run_dir):  # resume: the run's own settings, then the flags
-            values = read_json(saved)
+        if run.has_config() and run.has_checkpoint():  # resume: the run's own settings, then the flags
+            values = run.config_values()
             if values["preset"] != args.preset.lower():
                 raise UserError(f"{run_dir} holds a {values['preset']} run; choose another --run-dir")
             config = configuration.override(values, training_overrides(args))
@@ -82,8 +85,8 @@ def cmd_train(args):
 
 def cmd_eval(args):
     from training import data
-    from training.run import load_run_model
-    from training.trainer import Trainer, make_optimizer
+    from training.run_dir import load_run_model
+    from training.step import Trainer, make_optimizer
 
     try:
         config, alphabet, model = load_run_model(Path(args.run))
@@ -121,7 +124,8 @@ def cmd_export(args):
 def cmd_sample(args):
     import dataclasses
 
-    from serving.sampler import Settings, sample
+    from serving.model import sample
+    from serving.settings import Settings
 
     # Flags left out are absent from `args`, so the defaults stay `Settings`'s alone.
     settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(Settings) if hasattr(args, f.name)}
@@ -156,19 +160,20 @@ def cmd_serve(args):
 
 def cmd_zoo_build(args):
     from training import data, zoo_build
-    from training.train import TrainingError
+    from training.config import parse_settings
+    from training.loop import TrainingError
 
     names = [n.strip().lower() for n in args.presets.split(",")] if args.presets else None
     try:
         rows = zoo_build.build(args.models, args.runs, args.data or "text8", args.normalize,
-                               args.max_time, args.steps, names, args.set)
+                               args.max_time, args.steps, names, parse_settings(args.set))
     except (ValueError, data.DataError, TrainingError) as error:
         raise UserError(str(error)) from None
     print(zoo_build.markdown_table(rows, args.data or "text8"))
 
 
 def cmd_bench(args):
-    from training import bench
+    from benchmarks import bench
 
     sections = args.only.split(",") if args.only else bench.SECTIONS
     unknown = set(sections) - set(bench.SECTIONS)

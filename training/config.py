@@ -1,11 +1,11 @@
-"""The resolved configuration of a run: a preset plus command-line overrides."""
+"""The configuration of a run: a preset's model, its training recipe, and typed overrides."""
 
 import dataclasses
 import json
 import typing
 
 from zoo import presets
-from zoo.models import check_arguments
+from zoo.char_lm import check_arguments
 
 OPTIMIZERS = ("adadelta", "sgd", "adam", "rmsprop")
 STRATEGIES = ("none", "mirrored", "multiworker")
@@ -46,65 +46,104 @@ class Config:
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
-    @classmethod
-    def from_json(cls, text):
-        return cls(**json.loads(text))
+
+# Each preset's recipe: the Config fields it sets beside its model.
+# The reference design's vanilla RNNs: adaptive or plain gradient descent with
+# a large learning rate, a staircase decay and a global-norm clip.
+ARCH1_RECIPE = {"batch_size": 32, "unrollings": 40, "optimizer": "adadelta", "learning_rate": 2.5,
+                "decay_rate": 0.75, "decay_steps": 80_000, "staircase": True, "clip_norm": 1.25}
+ARCH2_RECIPE = {"batch_size": 64, "unrollings": 20, "optimizer": "sgd", "learning_rate": 2.5,
+                "decay_rate": 0.1, "decay_steps": 5_000, "staircase": True, "clip_norm": 1.25}
+# LSTM and GRU: Adam at Karpathy's char-rnn rate, a slow smooth decay, a clip of 5.
+GATED_RECIPE = {"batch_size": 64, "unrollings": 64, "optimizer": "adam", "learning_rate": 2e-3,
+                "decay_rate": 0.5, "decay_steps": 50_000, "staircase": False, "clip_norm": 5.0}
+RECIPES = {"arch1": ARCH1_RECIPE, "arch1-add": ARCH1_RECIPE, "arch1-tanh": ARCH1_RECIPE,
+           "irnn": ARCH1_RECIPE, "arch2": ARCH2_RECIPE, "lstm": GATED_RECIPE, "gru": GATED_RECIPE}
+
+FIELD_TYPES = typing.get_type_hints(Config)
+SETTABLE = tuple(name for name in FIELD_TYPES if name not in ("preset", "model"))
 
 
-def field_types():
-    hints = typing.get_type_hints(Config)
-    return {f.name: hints[f.name] for f in dataclasses.fields(Config)}
+def resolve(preset, overrides=None):
+    """The preset's model and recipe as a checked Config, with `overrides` applied.
+
+    Args:
+        preset: a name from `zoo.presets` (any case).
+        overrides: dict of Config fields to typed values; `"model"` maps to a
+            dict of CharLM arguments merged into the preset's.
+    """
+    name = str(preset).lower()
+    model = presets.get(name)["model"]
+    return override({"preset": name, "model": model, **RECIPES[name]}, overrides)
+
+
+def override(values, overrides=None):
+    """A checked Config from a dict of field values (a preset's, or a saved
+    config.json) and a dict of typed overrides (as for `resolve`)."""
+    overrides = dict(overrides or {})
+    model = {**values["model"], **overrides.pop("model", {})}
+    for key, value in overrides.items():
+        if key not in SETTABLE:
+            raise ValueError(f"--set {key}: unknown setting; valid: {', '.join(SETTABLE)}, "
+                             "model.<argument>")
+        overrides[key] = checked_type(key, value, FIELD_TYPES[key])
+    config = Config(**{**values, **overrides, "model": model})
+    check(config)
+    check_arguments(model["family"], model)
+    return config
+
+
+def checked_type(key, value, kind):
+    """`value` if it is a `kind` (ints pass as floats), else ValueError naming the field."""
+    allowed = typing.get_args(kind) or (kind,)
+    if value is None and type(None) in allowed:
+        return None
+    base = next(t for t in allowed if t is not type(None))
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, base) and not (base is int and isinstance(value, bool)):
+        return value
+    raise ValueError(f"{key}: expected {'an' if base is int else 'a'} {base.__name__}, got {value!r}")
+
+
+def parse_settings(texts):
+    """Command-line `KEY=VALUE` settings as typed overrides, parsed here and nowhere else.
+
+    Keys are Config fields (dashes allowed) or `model.<argument>`, whose value is
+    read as JSON where it parses (numbers, true/false, null) and as a string otherwise.
+    """
+    overrides = {"model": {}}
+    for text in texts:
+        key, sep, value = text.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            raise ValueError(f"--set {text!r}: expected key=value")
+        if key.startswith("model."):
+            try:
+                overrides["model"][key[len("model."):]] = json.loads(value)
+            except ValueError:
+                overrides["model"][key[len("model."):]] = value
+        elif key in SETTABLE:
+            overrides[key] = parse_value(key, value, FIELD_TYPES[key])
+        else:
+            raise ValueError(f"--set {key}: unknown setting; valid: {', '.join(SETTABLE)}, "
+                             "model.<argument>")
+    return overrides
 
 
 def parse_value(key, text, kind):
-    base = [t for t in typing.get_args(kind) if t is not type(None)] or [kind]
-    base = base[0]
-    if text.lower() in ("none", "null") and type(None) in typing.get_args(kind):
+    allowed = typing.get_args(kind) or (kind,)
+    base = next(t for t in allowed if t is not type(None))
+    if text.lower() in ("none", "null") and type(None) in allowed:
         return None
     try:
         if base is bool:
             if text.lower() not in ("true", "false", "1", "0"):
                 raise ValueError
             return text.lower() in ("true", "1")
-        return base(text) if base in (int, float, str) else json.loads(text)
+        return base(text)
     except ValueError:
         raise ValueError(f"--set {key}={text}: expected a {base.__name__}") from None
-
-
-def resolve(preset, overrides=()):
-    """The preset's configuration with `overrides` ("key=value" strings) applied.
-
-    Keys are Config fields or `model.<argument>` for the model's arguments.
-    """
-    chosen = presets.get(preset)
-    return override({"preset": preset.lower(), "model": chosen["model"], **chosen["training"]},
-                    overrides)
-
-
-def override(values, overrides):
-    """A checked Config from a dict of field values and "key=value" overrides."""
-    values = {**values, "model": dict(values["model"])}
-    types = field_types()
-    for override in overrides:
-        key, sep, text = override.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep:
-            raise ValueError(f"--set {override!r}: expected key=value")
-        if key.startswith("model."):
-            name = key[len("model."):]
-            try:
-                values["model"][name] = json.loads(text)
-            except ValueError:
-                values["model"][name] = text
-        elif key in types and key not in ("preset", "model"):
-            values[key] = parse_value(key, text, types[key])
-        else:
-            valid = ", ".join(k for k in types if k not in ("preset", "model"))
-            raise ValueError(f"--set {key}: unknown setting; valid: {valid}, model.<argument>")
-    config = Config(**values)
-    check(config)
-    check_arguments(config.model["family"], config.model)
-    return config
 
 
 def check(config):

@@ -6,7 +6,6 @@ Every corpus is split by position, as the text8 literature does: the first
 
 import dataclasses
 import os
-import re
 import tempfile
 import urllib.error
 import urllib.request
@@ -14,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 
 TEXT8_ALPHABET = " abcdefghijklmnopqrstuvwxyz"
 TEXT8_URL = "http://mattmahoney.net/dc/text8.zip"
@@ -60,11 +60,22 @@ def cache_dir():
     return Path(os.environ.get("CHARZOO_DATA") or Path.home() / ".cache" / "charzoo")
 
 
+def normalize_text8_tensor(text):
+    """Maps English text to text8's alphabet as text8 itself was made: lowercase,
+    each digit spelled out between spaces, every run of other characters one space.
+
+    TensorFlow ops on a string tensor of any shape, so that an export applies
+    the very same mapping to primes inside its graph (see `training.generator`).
+    """
+    text = tf.strings.lower(text, encoding="utf-8")
+    for digit, word in enumerate(DIGITS):
+        text = tf.strings.regex_replace(text, str(digit), f" {word} ")
+    return tf.strings.regex_replace(text, "[^a-z]+", " ")
+
+
 def normalize_text8(text):
-    """Maps English text to text8's alphabet, as text8 itself was made."""
-    text = text.lower()
-    text = re.sub(r"[0-9]", lambda m: f" {DIGITS[int(m.group())]} ", text)
-    return re.sub(r"[^a-z]+", " ", text).strip()
+    """`normalize_text8_tensor` of a whole corpus, without a space at either end."""
+    return normalize_text8_tensor(tf.constant(text)).numpy().decode("ascii").strip()
 
 
 def split_bytes(data):

@@ -4,18 +4,8 @@ Pure functions of a model (and a window): they neither train nor log, so
 the trainer decides when to pay for them and the callbacks how to show them.
 """
 
-import keras
 import numpy as np
 import tensorflow as tf
-
-from zoo.layers import Arch1, Arch2
-
-# Keras' fused gate layouts, in the order the gates sit along the columns of
-# `recurrent_kernel`.
-GATES = {
-    keras.layers.LSTM: ("input", "forget", "cell", "output"),
-    keras.layers.GRU: ("update", "reset", "candidate"),
-}
 
 
 def gradient_flow(model, ids, targets, state, training=False):
@@ -86,36 +76,27 @@ def spectral_radii(model):
     The radius of the matrix that maps a state to the next one bounds how a
     small perturbation grows or shrinks per step (before the activation's
     slope), so above 1 gradients can explode and well below 1 they vanish.
+    Each zoo layer names its matrices in `recurrent_kernels()`: Arch 1 the
+    square part of W that loops through time, LSTM and GRU one block per gate.
+    Arch 2's W maps the fed-back output to the hidden layer (`[vocabulary,
+    units]`), not a state to the next: it has no eigenvalues, but its largest
+    singular value bounds the gain of that path the same way.
 
     Args:
-        model: a `zoo.CharLM` (or any model built from the zoo's layers and
-            Keras LSTM/GRU layers).
+        model: a `zoo.CharLM` (or any model built from the zoo's layers).
 
     Returns:
         dict from name to float, in layer order, named so TensorBoard groups them:
-        `spectral_radius/<layer>` for Arch 1, `spectral_radius/<layer>/<gate>`
-        for each gate of an LSTM/GRU, and `largest_singular_value/<layer>`
-        for Arch 2.
+        `spectral_radius/<layer>` (Arch 1), `spectral_radius/<layer>/<gate>`
+        (LSTM, GRU) and `largest_singular_value/<layer>` (Arch 2).
     """
     radii = {}
     for layer in model.layers:
-        if isinstance(layer, Arch1):
-            kernel = layer.cell.recurrent_kernel.numpy()
-            if layer.combine == "concat":
-                # The state is [act(x_t·U + b), act(h_{t-1}·W + b)]: the first half
-                # never sees the past, so the rows of W that read it only pass the
-                # previous input on once. The only loop through time is the
-                # recurrent half feeding itself through the square W[units:].
-                kernel = kernel[layer.units :]
-            radii[f"spectral_radius/{layer.name}"] = spectral_radius(kernel)
-        elif isinstance(layer, Arch2):
-            # W maps the fed-back distribution over the alphabet to the hidden
-            # layer ([vocabulary, units]); it has no eigenvalues, but its largest
-            # singular value bounds the gain of that path the same way.
-            kernel = layer.cell.recurrent_kernel.numpy()
-            radii[f"largest_singular_value/{layer.name}"] = largest_singular_value(kernel)
-        elif gates := next((g for kind, g in GATES.items() if isinstance(layer, kind)), None):
-            kernel = layer.cell.recurrent_kernel.numpy()
-            for gate, block in zip(gates, np.split(kernel, len(gates), axis=1)):
-                radii[f"spectral_radius/{layer.name}/{gate}"] = spectral_radius(block)
+        maps_states = getattr(layer, "recurrent_kernels_map_states", True)
+        for suffix, kernel in getattr(layer, "recurrent_kernels", dict)().items():
+            kernel = np.asarray(kernel)
+            if maps_states:
+                radii[f"spectral_radius/{layer.name}{suffix}"] = spectral_radius(kernel)
+            else:
+                radii[f"largest_singular_value/{layer.name}{suffix}"] = largest_singular_value(kernel)
     return radii

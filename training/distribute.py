@@ -15,8 +15,8 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from training.checkpoints import Checkpoints
-from training.trainer import PER_STEP, Trainer
+from training.run_dir import Checkpoints
+from training.step import PER_STEP, Trainer
 
 TF_CONFIG_EXAMPLE = ('TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
                      '"task": {"type": "worker", "index": 0}}\' (the same cluster on every '

@@ -1,26 +1,8 @@
 """Exports a trained model as a self-contained, versioned TensorFlow SavedModel.
 
-The export lives in TF Serving's layout, `models_dir/<name>/<version>/`, and
-needs neither `zoo` nor `training` to load: generation, sampling and the
-alphabet are all in the graph. Its signatures:
-
-- `serving_default(prime, length, temperature, top_k, top_p, seed)` ->
-  `{"text"}`: `length` characters after each prime; row `b` is sample
-  number `b` of `seed`, so repeating a prime gives different samples.
-- `generate(prime, length, temperature, top_k, top_p, seed, index)` ->
-  `{"text"}`: the same with per-row settings and sample numbers, so a server
-  can merge requests into one batch and each row draws what it would alone.
-- `start(prime)` -> `{"state", "last_ids"}`: reads the primes.
-- `resume(state, last_ids, length, temperature, top_k, top_p, seed, index,
-  offset)` -> `{"text", "state", "last_ids"}`: `length` more characters; a
-  stream calls it chunk by chunk, passing the characters already generated
-  as `offset`, and gets exactly the characters of one long call.
-- `step(ids, state)` -> `{"logits", "state"}`: the model itself.
-- `initial_state(batch_size)` -> `{"state"}`: zeros.
-
-An empty prime starts from the initial state with a space as the first input
-(id 0 if the alphabet has no space). A prime with characters outside the
-alphabet fails with an InvalidArgument error naming them.
+The export lives in TF Serving's layout, `models_dir/<name>/<version>/`, with
+the signatures of `training.generator` and a model card in
+`assets/model.json`; it loads with `tf.saved_model.load` alone.
 """
 
 import datetime
@@ -32,175 +14,8 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from training import sampling
-
-# Most characters generated per call of the compiled inner loop; each call
-# costs about as much as a character of an LSTM-512, so calls are long.
-# (Streams ask `resume` for short chunks; a call never runs past `length`.)
-CHUNK = 256
-
-
-class Generator(tf.Module):
-    """The graph side of an export: reads primes and samples, all in TensorFlow.
-
-    Args:
-        model: a `zoo.CharLM`.
-        alphabet: str, character `i` is id `i`.
-        xla: bool or None. False runs the sampling loop as a plain graph;
-            otherwise it is compiled with XLA if the model compiles.
-    """
-
-    def __init__(self, model, alphabet, xla=None):
-        super().__init__(name="generator")
-        self.model = model
-        self.state_size = int(model.state_size)
-        self.chars = tf.constant(list(alphabet))
-        self.start_id = alphabet.index(" ") if " " in alphabet else 0
-        self.uses_xla = xla is not False and self._xla_compiles()
-        self._chunk = tf.function(self._chunk_impl, jit_compile=self.uses_xla)
-
-    def _xla_compiles(self):
-        try:
-            tf.function(self._chunk_impl, jit_compile=True)(
-                *self._chunk_example(), tf.constant(0), tf.constant(CHUNK)
-            )
-            return True
-        except (tf.errors.OpError, ValueError, TypeError, NotImplementedError):
-            return False
-
-    def _chunk_example(self):
-        ones = tf.ones([1])
-        return (tf.zeros([1, self.state_size]), tf.zeros([1], tf.int32), ones,
-                tf.zeros([1], tf.int32), ones, tf.zeros([1], tf.int64), tf.zeros([1], tf.int32))
-
-    def _chunk_impl(self, state, last, temperature, top_k, top_p, seed, index, offset, remaining):
-        """`min(CHUNK, remaining)` steps of sampling; ids `[batch, CHUNK]`, zeros after those."""
-        ids = tf.TensorArray(tf.int32, size=CHUNK)
-
-        def body(t, state, last, ids):
-            logits, state = self.model([last[:, None], state], training=False)
-            last = sampling.sample(logits[:, -1], temperature, top_k, top_p, seed, index, offset + t)
-            return t + 1, state, last, ids.write(t, last)
-
-        steps = tf.minimum(CHUNK, remaining)
-        _, state, last, ids = tf.while_loop(
-            lambda t, *_: t < steps, body, (tf.constant(0), state, last, ids)
-        )
-        return tf.transpose(ids.stack()), state, last
-
-    def _to_ids(self, prime):
-        """Strings `[batch]` -> ids `[batch, time]` padded, lengths `[batch]` (>= 1)."""
-        chars = tf.strings.unicode_split(prime, "UTF-8")
-        matches = tf.equal(chars.flat_values[:, None], self.chars[None, :])
-        known = tf.reduce_any(matches, axis=-1)
-        unknown = tf.unique(tf.boolean_mask(chars.flat_values, tf.logical_not(known)))[0]
-        tf.debugging.Assert(
-            tf.reduce_all(known),
-            ["prime has characters outside the alphabet:", tf.strings.reduce_join(unknown, separator=" ")],
-        )
-        ids = chars.with_flat_values(tf.argmax(tf.cast(matches, tf.int32), axis=-1, output_type=tf.int32))
-        # An empty prime reads one start character instead.
-        empty = ids.row_lengths() == 0
-        start = tf.RaggedTensor.from_row_lengths(
-            tf.fill([tf.reduce_sum(tf.cast(empty, tf.int32))], self.start_id),
-            tf.cast(empty, tf.int64),
-        )
-        ids = tf.concat([start, ids], axis=1)
-        return ids.to_tensor(), tf.cast(ids.row_lengths(), tf.int32)
-
-    def _read(self, prime):
-        ids, lengths = self._to_ids(prime)
-        state = tf.zeros([tf.shape(ids)[0], self.state_size])
-        # All rows read their first `common` characters in one call of the
-        # model; only the rows with longer primes need a step-by-step loop.
-        common = tf.reduce_min(lengths) - 1
-        state = tf.cond(
-            common > 0,
-            lambda: self.model([ids[:, :common], state], training=False)[1],
-            lambda: state,
-        )
-
-        def body(t, state):
-            new_state = self.model([ids[:, t : t + 1], state], training=False)[1]
-            return t + 1, tf.where((t < lengths - 1)[:, None], new_state, state)
-
-        _, state = tf.while_loop(
-            lambda t, _: t < tf.reduce_max(lengths) - 1, body, (tf.maximum(common, 0), state)
-        )
-        return state, tf.gather(ids, lengths - 1, axis=1, batch_dims=1)
-
-    def _resume(self, state, last, length, temperature, top_k, top_p, seed, index, offset):
-        tf.debugging.assert_non_negative(length, message="length must be >= 0")
-        tf.debugging.assert_non_negative(temperature, message="temperature must be >= 0")
-        tf.debugging.assert_positive(top_p, message="top_p must be in (0, 1]")
-        tf.debugging.assert_less_equal(top_p, 1.0, message="top_p must be in (0, 1]")
-        # At least one chunk (all of it inactive if length is 0) so the stack has a shape.
-        chunks = tf.maximum((length + CHUNK - 1) // CHUNK, 1)
-        pieces = tf.TensorArray(tf.int32, size=chunks, element_shape=[None, CHUNK])
-
-        def body(c, state, last, pieces):
-            ids, state, last = self._chunk(state, last, temperature, top_k, top_p, seed, index,
-                                           offset + c * CHUNK, length - c * CHUNK)
-            return c + 1, state, last, pieces.write(c, ids)
-
-        _, state, last, pieces = tf.while_loop(
-            lambda c, *_: c < chunks, body, (tf.constant(0), state, last, pieces)
-        )
-        ids = tf.reshape(tf.transpose(pieces.stack(), [1, 0, 2]), [tf.shape(last)[0], -1])
-        text = tf.strings.reduce_join(tf.gather(self.chars, ids[:, :length]), axis=-1)
-        return text, state, last
-
-    @tf.function(input_signature=[
-        tf.TensorSpec([None], tf.string, "prime"), tf.TensorSpec([], tf.int32, "length"),
-        tf.TensorSpec([], tf.float32, "temperature"), tf.TensorSpec([], tf.int32, "top_k"),
-        tf.TensorSpec([], tf.float32, "top_p"), tf.TensorSpec([], tf.int64, "seed"),
-    ])
-    def serving_default(self, prime, length, temperature, top_k, top_p, seed):
-        batch = tf.shape(prime)[:1]
-        return self.generate(prime, length, tf.fill(batch, temperature), tf.fill(batch, top_k),
-                             tf.fill(batch, top_p), tf.fill(batch, seed), tf.range(batch[0]))
-
-    @tf.function(input_signature=[
-        tf.TensorSpec([None], tf.string, "prime"), tf.TensorSpec([], tf.int32, "length"),
-        tf.TensorSpec([None], tf.float32, "temperature"), tf.TensorSpec([None], tf.int32, "top_k"),
-        tf.TensorSpec([None], tf.float32, "top_p"), tf.TensorSpec([None], tf.int64, "seed"),
-        tf.TensorSpec([None], tf.int32, "index"),
-    ])
-    def generate(self, prime, length, temperature, top_k, top_p, seed, index):
-        state, last = self._read(prime)
-        text, _, _ = self._resume(state, last, length, temperature, top_k, top_p, seed, index, 0)
-        return {"text": text}
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, "prime")])
-    def start(self, prime):
-        state, last = self._read(prime)
-        return {"state": state, "last_ids": last}
-
-    @tf.function(input_signature=[
-        tf.TensorSpec([None, None], tf.float32, "state"), tf.TensorSpec([None], tf.int32, "last_ids"),
-        tf.TensorSpec([], tf.int32, "length"),
-        tf.TensorSpec([None], tf.float32, "temperature"), tf.TensorSpec([None], tf.int32, "top_k"),
-        tf.TensorSpec([None], tf.float32, "top_p"), tf.TensorSpec([None], tf.int64, "seed"),
-        tf.TensorSpec([None], tf.int32, "index"), tf.TensorSpec([], tf.int32, "offset"),
-    ])
-    def resume(self, state, last_ids, length, temperature, top_k, top_p, seed, index, offset):
-        text, state, last = self._resume(state, last_ids, length, temperature, top_k, top_p,
-                                         seed, index, offset)
-        return {"text": text, "state": state, "last_ids": last}
-
-    @tf.function(input_signature=[
-        tf.TensorSpec([None, None], tf.int32, "ids"), tf.TensorSpec([None, None], tf.float32, "state"),
-    ])
-    def step(self, ids, state):
-        logits, state = self.model([ids, state], training=False)
-        return {"logits": logits, "state": state}
-
-    @tf.function(input_signature=[tf.TensorSpec([], tf.int32, "batch_size")])
-    def initial_state(self, batch_size):
-        return {"state": tf.zeros([batch_size, self.state_size])}
-
-
-SIGNATURES = ["serving_default", "generate", "start", "resume", "step", "initial_state"]
+from training.generator import SIGNATURES, Generator
+from training.run_dir import RunDir
 
 
 def next_version(model_dir):
@@ -266,19 +81,16 @@ def export_model(model, alphabet, card, models_dir, name, xla=None):
     model_dir = Path(models_dir) / name
     model_dir.mkdir(parents=True, exist_ok=True)
 
-    generator = Generator(model, alphabet, xla)
-    signatures = {
-        "serving_default": generator.serving_default,
-        "generate": generator.generate,
-        "start": generator.start,
-        "resume": generator.resume,
-        "step": generator.step,
-        "initial_state": generator.initial_state,
-    }
+    generator = Generator(model, alphabet, card.get("normalize"), xla)
+    signatures = {name: getattr(generator, name) for name in SIGNATURES}
     remove_stale_exports(model_dir)
     staging = Path(tempfile.mkdtemp(prefix=f".export-{os.getpid()}-", dir=model_dir))
     try:
-        tf.saved_model.save(generator, str(staging), signatures=signatures)
+        # The export is for inference: without its loops' custom gradients, each of
+        # which TensorFlow registers for good on every load, a hot-reloaded LSTM-512
+        # version costs the server ~30 MB for good instead of ~110 (tf#40171).
+        tf.saved_model.save(generator, str(staging), signatures=signatures,
+                            options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
         full_card = {
             **card,
             "family": model.family,
@@ -288,6 +100,9 @@ def export_model(model, alphabet, card, models_dir, name, xla=None):
             "tensorflow_version": tf.__version__,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "signatures": SIGNATURES,
+            # The graph maps any prime to the alphabet itself (`normalize`); else
+            # characters outside the alphabet are an error.
+            "normalizes_primes": generator.normalize is not None,
             "xla": generator.uses_xla,
         }
         (staging / "assets").mkdir(exist_ok=True)
@@ -307,11 +122,11 @@ def export_model(model, alphabet, card, models_dir, name, xla=None):
 
 
 def export_run(run_dir, models_dir=None, name=None):
-    """Exports the model of a training run directory.
+    """Exports the final model of a training run directory.
 
     Args:
-        run_dir: a directory with `config.json`, `alphabet.json`, `model.keras`
-            and (optionally) `metrics.json`.
+        run_dir: a finished run (`config.json`, `alphabet.json`, `model.keras`,
+            and `metrics.json` for the card's figures).
         models_dir: the model repository; default `<run_dir>/export`.
         name: the model's name; default the run's preset name.
 
@@ -321,36 +136,26 @@ def export_run(run_dir, models_dir=None, name=None):
     Raises:
         ValueError: the run directory is missing or incomplete.
     """
-    import keras
-
     import zoo  # noqa: F401  (registers CharLM and its layers for loading)
 
-    run_dir = Path(run_dir)
-    for required in ("config.json", "alphabet.json", "model.keras"):
-        if not (run_dir / required).is_file():
-            raise ValueError(f"{run_dir} is not a training run: {required} is missing")
-    config = json.loads((run_dir / "config.json").read_text())
-    alphabet_info = json.loads((run_dir / "alphabet.json").read_text())
-    metrics_path = run_dir / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    run = RunDir(run_dir)
+    missing = run.missing_for_export()
+    if missing:
+        raise ValueError(f"{run.path} is not a training run: {missing[0]} is missing")
+    config, alphabet = run.config_values(), run.alphabet()
+    metrics = run.metrics() or {}
     preset = config.get("preset") or config.get("model", {}).get("family", "model")
-    model = keras.models.load_model(run_dir / "model.keras")
     card = {
         "name": name or preset,
         "preset": preset,
         "config": config,
-        "normalize": alphabet_info.get("normalize"),
+        "normalize": alphabet.get("normalize"),
         "training_corpus": metrics.get("corpus") or config.get("data"),
         "characters_seen": metrics.get("characters_seen"),
         "valid_bpc": metrics.get("valid_bpc"),
         "test_bpc": metrics.get("test_bpc"),
         "metrics": metrics,
-        "run_dir": str(run_dir.resolve()),
+        "run_dir": str(run.path.resolve()),
     }
-    return export_model(
-        model,
-        alphabet_info["alphabet"],
-        card,
-        models_dir if models_dir is not None else run_dir / "export",
-        name or preset,
-    )
+    return export_model(run.load_model(), alphabet["alphabet"], card,
+                        models_dir if models_dir is not None else run.exports, name or preset)

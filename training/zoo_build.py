@@ -1,13 +1,12 @@
 """The saved zoo: every preset trained on one corpus, exported into one models directory."""
 
-import json
 from pathlib import Path
 
 from training import config as configuration
 from training import data
 from training.export import export_run
-from training.run import build_model
-from training.train import train, write_json
+from training.loop import train
+from training.run_dir import RunDir, build_model, write_json
 from zoo import presets
 
 COLUMNS = ["name", "family", "parameters", "valid_bpc", "test_bpc", "chars_per_second",
@@ -15,7 +14,7 @@ COLUMNS = ["name", "family", "parameters", "valid_bpc", "test_bpc", "chars_per_s
 
 
 def build(models_dir, runs_dir, data_spec="text8", normalize=None, max_time=None, steps=None,
-          names=None, overrides=()):
+          names=None, overrides=None):
     """Trains (or resumes) each preset in `names`, exports it and writes the index.
 
     A preset whose run already finished is exported again only if it has no
@@ -28,18 +27,18 @@ def build(models_dir, runs_dir, data_spec="text8", normalize=None, max_time=None
     corpus = data.load(data_spec, normalize)
     rows = []
     for name in names or presets.names():
-        run_dir = runs_dir / name
-        settings = [f"data={data_spec}", f"normalize={normalize}", "export=false", *overrides]
-        settings += [f"max_time={max_time}"] if max_time is not None else []
-        settings += [f"steps={steps}"] if steps is not None else []
-        config = configuration.resolve(name, settings)
-        if not (run_dir / "metrics.json").exists():
+        run = RunDir(runs_dir / name)
+        limits = {"max_time": max_time, "steps": steps}
+        config = configuration.resolve(name, {
+            "data": data_spec, "normalize": normalize, "export": False, **(overrides or {}),
+            **{key: value for key, value in limits.items() if value is not None}})
+        if run.metrics() is None:
             print(f"charzoo: zoo build: training {name}", flush=True)
-            train(config, run_dir, corpus)
-        metrics = json.loads((run_dir / "metrics.json").read_text())
+            train(config, run.path, corpus)
+        metrics = run.metrics()
         existing = sorted(int(p.name) for p in (models_dir / name).glob("[0-9]*")) if (
             models_dir / name).exists() else []
-        version = existing[-1] if existing else int(export_run(run_dir, models_dir, name).name)
+        version = existing[-1] if existing else int(export_run(run.path, models_dir, name).name)
         rows.append({
             "name": name,
             "family": config.model["family"],

@@ -1,95 +1,35 @@
-"""One exported model: load it, check requests, sample from it.
+"""One exported model: load it, check requests against it, sample from it.
 
 Needs only TensorFlow and the SavedModel written by `training.export`: the
-model card (`assets/model.json`) gives the alphabet and how to normalise
-primes, the signatures do the rest.
+model card (`assets/model.json`) gives the alphabet and whether the graph
+normalises primes itself, the signatures do the rest.
 """
 
-import dataclasses
 import json
-import math
+import logging
 import re
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-INT32_MAX = 2**31 - 1
-FLOAT32_MAX = float(np.finfo(np.float32).max)
+from serving.settings import Limits, SettingError, Settings, check_seed, check_settings, new_seed
+
 # Characters per call of the export's `resume` signature when generating: between
 # calls a request whose client has gone, or whose deadline passed, is dropped.
 CHUNK = 256
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """How to sample: the one home of the defaults (the HTTP API and CLI read them here)."""
+class WithoutGradientWarnings(logging.Filter):
+    """Drops TensorFlow's warning, one per function, that an export saved without
+    custom gradients cannot be differentiated: serving never asks for gradients."""
 
-    length: int = 200  # characters to generate per sample
-    temperature: float = 1.0  # 0 = greedy
-    top_k: int = 0  # keep the k most likely characters; 0 = off
-    top_p: float = 1.0  # keep the smallest set of characters holding this mass; 1 = off
-    num_samples: int = 1  # samples of the same prime
+    def filter(self, record):
+        return "with ops with unsaved custom gradients" not in record.getMessage()
 
 
-@dataclasses.dataclass(frozen=True)
-class Limits:
-    """What one request may ask for; `None` is "only what the graph's types allow"."""
-
-    max_length: int | None = None  # longest `length`
-    max_samples: int | None = None  # most `num_samples`
-    max_prime: int | None = None  # longest prime, in characters before normalisation
-    max_characters: int | None = None  # most `length * num_samples`
-
-
-class SettingError(ValueError):
-    """A request field out of range; `field` names it."""
-
-    def __init__(self, field, message):
-        super().__init__(f"{field} {message}")
-        self.field = field
-
-
-def check_settings(settings, alphabet_size=None, limits=Limits()):
-    """Raises SettingError unless the graph can run `settings` as they are.
-
-    Everything is checked here, before a request is queued, so that a bad value
-    never reaches a batch shared with other requests: floats must be finite and
-    stay so in float32 (the graph's type), integers must fit int32.
-    """
-    longest = min(limits.max_length or INT32_MAX, INT32_MAX)
-    if not 0 <= settings.length <= longest:
-        raise SettingError("length", f"must be between 0 and {longest}, got {settings.length}")
-    if not (math.isfinite(settings.temperature) and 0 <= settings.temperature <= FLOAT32_MAX):
-        raise SettingError("temperature", f"must be a finite number >= 0, got {settings.temperature}")
-    most_k = min(alphabet_size or INT32_MAX, INT32_MAX)
-    if not 0 <= settings.top_k <= most_k:
-        raise SettingError("top_k", f"must be between 0 (off) and {most_k}, got {settings.top_k}")
-    # 1e-46 is positive in float64 but 0 in float32, which the graph refuses.
-    if not (math.isfinite(settings.top_p) and 0 < np.float32(settings.top_p) and settings.top_p <= 1):
-        raise SettingError("top_p", f"must be in (0, 1] (and > 0 in float32), got {settings.top_p}")
-    most = min(limits.max_samples or 2**20, 2**20)
-    if not 1 <= settings.num_samples <= most:
-        raise SettingError("num_samples", f"must be between 1 and {most}, got {settings.num_samples}")
-    total = settings.length * settings.num_samples
-    if limits.max_characters is not None and total > limits.max_characters:
-        raise SettingError("length", f"* num_samples must be <= {limits.max_characters}, got {total}")
-
-
-def check_seed(seed):
-    """Raises SettingError unless `seed` fits the graph's int64 and is not negative."""
-    if not 0 <= seed < 2**63:
-        raise SettingError("seed", f"must be between 0 and 2**63 - 1, got {seed}")
-
-
-def normalize_text8(text, alphabet):
-    """Maps text to text8's conventions: lowercase, digits as words, one space
-    for every run of other characters."""
-    text = text.lower()
-    text = re.sub(r"\d", lambda m: f" {DIGITS[int(m.group())]} ", text)
-    text = "".join(c if c in alphabet else " " for c in text)
-    return re.sub(" +", " ", text)
+for _logger in ("absl", "tensorflow"):
+    logging.getLogger(_logger).addFilter(WithoutGradientWarnings())
 
 
 def bucket(rows):
@@ -154,6 +94,8 @@ class ExportedModel:
         self.version = version_of(self.path) or 0
         self.alphabet = self.card["alphabet"]
         self.normalize = self.card.get("normalize")
+        # Exports made before the graph normalised primes itself take only the alphabet.
+        self.takes_any_prime = bool(self.card.get("normalizes_primes"))
         try:
             check_variables(self.path)
             self._saved = tf.saved_model.load(str(self.path))
@@ -180,19 +122,18 @@ class ExportedModel:
         }
 
     def prepare(self, prime, max_prime=None):
-        """The prime as the model can read it.
+        """The prime, once it is known that the model can read it.
 
-        Normalised like text8 if the model was trained so; otherwise any
-        character outside the alphabet is an error.
+        A model that normalises primes in its graph (like text8, if it was
+        trained so) reads any text; for the others any character outside the
+        alphabet is an error.
 
         Raises:
             SettingError: the prime is too long, or has characters outside the alphabet.
         """
         if max_prime is not None and len(prime) > max_prime:
             raise SettingError("prime", f"must be at most {max_prime} characters, got {len(prime)}")
-        if self.normalize == "text8":
-            prime = normalize_text8(prime, self.alphabet)
-        unknown = sorted(set(prime) - set(self.alphabet))
+        unknown = [] if self.takes_any_prime else sorted(set(prime) - set(self.alphabet))
         if unknown:
             raise SettingError(
                 "prime", f"has characters outside the model's alphabet: {''.join(unknown)!r} "
@@ -278,8 +219,3 @@ def sample(model_dir, prime="", length=Settings.length, temperature=Settings.tem
     seed = new_seed() if seed is None else int(seed)
     model = ExportedModel(model_dir)
     return model.sample(prime, length, temperature, top_k, top_p, seed, num_samples), seed
-
-
-def new_seed():
-    """A random seed that JSON and JavaScript round-trip exactly (< 2**53)."""
-    return int(np.random.default_rng().integers(0, 2**53))

@@ -1,4 +1,4 @@
-"""zoo's fused loops (hand-written gradients) compute what autodiff through Keras' layers computes."""
+"""zoo's LSTM and GRU: their fused loops (hand-written gradients) compute what Keras' layers compute."""
 
 import keras
 import numpy as np
@@ -6,7 +6,6 @@ import pytest
 import tensorflow as tf
 
 from zoo import gated
-from zoo.layers import Arch1
 
 
 def twin_models(kind, units=6, vocabulary=5, layers=2):
@@ -59,29 +58,3 @@ def test_same_weights_and_config_as_keras():
     assert [w.path.split("/")[-1] for w in layer.weights] == ["kernel", "recurrent_kernel", "bias"]
     restored = keras.layers.deserialize(keras.layers.serialize(layer))
     assert type(restored) is gated.LSTM
-
-
-@pytest.mark.parametrize("combine", ["concat", "add"])
-@pytest.mark.parametrize("activation", ["relu", "tanh"])
-def test_arch1_recurrence_gradient_matches_autodiff(activation, combine):
-    keras.utils.set_random_seed(2)
-    fused = Arch1(6, vocabulary_size=5, activation=activation, combine=combine)
-    # unroll=True with a static length runs the plain Python loop, differentiated by autodiff.
-    plain = Arch1(6, vocabulary_size=5, activation=activation, combine=combine, unroll=True)
-    rng = np.random.default_rng(0)
-    ids = tf.constant(rng.integers(0, 5, (3, 7)), tf.int32)
-    state = tf.constant(rng.normal(size=(3, fused.cell.state_size)), tf.float32)
-    fused(ids, state)
-    plain(ids, state)
-    plain.set_weights(fused.get_weights())
-    results = []
-    for layer in (fused, plain):
-        with tf.GradientTape() as tape:
-            tape.watch(state)
-            sequence, last = layer(ids, state)
-            loss = tf.reduce_sum(sequence * tf.sin(tf.cast(tf.range(sequence.shape[-1]), tf.float32)))
-            loss += tf.reduce_sum(last * last)
-        gradients = tape.gradient(loss, layer.trainable_variables + [state])
-        results.append([sequence.numpy()] + [tf.convert_to_tensor(g).numpy() for g in gradients])
-    for actual, expected in zip(*results):
-        np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5)

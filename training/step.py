@@ -1,4 +1,5 @@
-"""The custom train step, evaluation in bits per character, and quick samples."""
+"""The custom train step (global-norm clip, exponential decay), evaluation in bits per
+character, and the quick samples logged while training."""
 
 import math
 
@@ -6,8 +7,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from training import sampling
 from training.batches import evaluation_windows
+from zoo import sampling
 
 OPTIMIZER_CLASSES = {
     "adadelta": keras.optimizers.Adadelta,

@@ -12,8 +12,8 @@ import pytest
 from training import config as configuration
 from training import data
 from training.cli import main
-from training.run import load_run_model
-from training.train import TrainingError, steps_in_next_call, train
+from training.run_dir import RunDir, load_run_model
+from training.loop import TrainingError, steps_in_next_call, train
 
 WORDS = "the quick brown fox jumps over a lazy dog and then runs far away".split()
 
@@ -24,12 +24,12 @@ def corpus():
     return data.corpus_from_text("words", " ".join(rng.choice(WORDS, 6000)), "text8")
 
 
-def small(preset="arch1", *overrides):
-    return configuration.resolve(preset, [
-        "model.units=8", "batch_size=4", "unrollings=8", "optimizer=adam", "learning_rate=0.02",
-        "eval_every=10", "checkpoint_every=10", "log_every=4", "histogram_every=10",
-        "steps_per_execution=4",
-        "eval_characters=2000", "sample_length=20", "export=false", *overrides])
+def small(preset="arch1", **overrides):
+    return configuration.resolve(preset, {
+        "model": {"units": 8}, "batch_size": 4, "unrollings": 8, "optimizer": "adam",
+        "learning_rate": 0.02, "eval_every": 10, "checkpoint_every": 10, "log_every": 4,
+        "histogram_every": 10, "steps_per_execution": 4, "eval_characters": 2000,
+        "sample_length": 20, "export": False, **overrides})
 
 
 @pytest.mark.parametrize("step, left_in_epoch, target, expected", [
@@ -41,13 +41,13 @@ def small(preset="arch1", *overrides):
     (1000, 1000, 1025, 25),
 ])
 def test_a_call_runs_several_steps_only_up_to_the_next_event(step, left_in_epoch, target, expected):
-    config = configuration.resolve("arch1", ["log_every=50", "eval_every=1000",
-                                             "checkpoint_every=500", "histogram_every=0"])
+    config = configuration.resolve("arch1", {"log_every": 50, "eval_every": 1000,
+                                             "checkpoint_every": 500, "histogram_every": 0})
     assert steps_in_next_call(config, step, left_in_epoch, target) == expected
 
 
 def test_a_run_trains_evaluates_and_writes_everything(tmp_path, corpus):
-    metrics = train(small("arch1", "steps=40", "export=true"), tmp_path / "run", corpus)
+    metrics = train(small("arch1", steps=40, export=True), tmp_path / "run", corpus)
     run = tmp_path / "run"
     assert metrics["export"] == str(run / "export" / "arch1" / "1")
     for name in ("config.json", "alphabet.json", "metrics.json", "model.keras", "checkpoints", "logs",
@@ -58,7 +58,7 @@ def test_a_run_trains_evaluates_and_writes_everything(tmp_path, corpus):
     assert metrics["valid_characters"] == 4 * ((len(corpus.valid) - 1) // 4) or metrics["valid_characters"] > 0
     assert json.loads((run / "metrics.json").read_text())["test_bpc"] == metrics["test_bpc"]
     assert_tensorboard_explains_the_run(run / "logs")
-    saved = configuration.Config.from_json((run / "config.json").read_text())
+    saved = RunDir(run).config()
     assert saved.model["units"] == 8 and saved.steps == 40
     _, alphabet, model = load_run_model(run)
     assert alphabet == corpus.alphabet and model.count_params() > 0
@@ -67,7 +67,7 @@ def test_a_run_trains_evaluates_and_writes_everything(tmp_path, corpus):
 def test_a_run_shorter_than_histogram_every_has_histograms_at_its_first_and_last_steps(tmp_path, corpus):
     from tensorboard.backend.event_processing.event_accumulator import TENSORS, EventAccumulator
 
-    train(small("arch1", "steps=12", "histogram_every=1000", "eval_every=1000"), tmp_path / "run", corpus)
+    train(small("arch1", steps=12, histogram_every=1000, eval_every=1000), tmp_path / "run", corpus)
     accumulator = EventAccumulator(str(tmp_path / "run" / "logs" / "train"), size_guidance={TENSORS: 0})
     accumulator.Reload()
     for tag in ("weights/arch1_0/cell/recurrent_kernel", "gradients/arch1_0/cell/recurrent_kernel"):
@@ -98,33 +98,34 @@ def weights(run_dir):
 
 @pytest.mark.parametrize("preset", ["arch1", "lstm"])
 def test_resume_is_exact(tmp_path, corpus, preset):
-    train(small(preset, "steps=24"), tmp_path / "straight", corpus)
-    train(small(preset, "steps=12"), tmp_path / "split", corpus)
-    train(small(preset, "steps=24"), tmp_path / "split", corpus)  # resumes at 12
+    train(small(preset, steps=24), tmp_path / "straight", corpus)
+    train(small(preset, steps=12), tmp_path / "split", corpus)
+    train(small(preset, steps=24), tmp_path / "split", corpus)  # resumes at 12
     for a, b in zip(weights(tmp_path / "straight"), weights(tmp_path / "split")):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_epochs_and_max_time_stop_the_run(tmp_path, corpus):
     per_epoch = (len(corpus.train) - 1) // 4 // 8
-    assert train(small("arch2", "epochs=0.5"), tmp_path / "e", corpus)["steps"] == math.ceil(per_epoch / 2)
-    timed = train(small("arch2", "max_time=1"), tmp_path / "t", corpus)
+    quiet = {"eval_every": 1000, "checkpoint_every": 1000, "histogram_every": 0, "log_every": 100}
+    assert train(small("arch2", epochs=0.5, **quiet), tmp_path / "e", corpus)["steps"] == math.ceil(per_epoch / 2)
+    timed = train(small("arch2", max_time=1, **quiet), tmp_path / "t", corpus)
     assert timed["stopped_by"] == "max_time" and timed["steps"] > 0
 
 
 def test_corrupt_checkpoint_falls_back_to_the_previous(tmp_path, corpus):
     run = tmp_path / "run"
-    train(small("arch1", "steps=20"), run, corpus)
+    train(small("arch1", steps=20), run, corpus)
     newest = sorted((run / "checkpoints").glob("ckpt-20.data*"))[0]
     newest.write_bytes(b"garbage")
     with pytest.warns(UserWarning, match="unreadable"):
-        metrics = train(small("arch1", "steps=25"), run, corpus)
+        metrics = train(small("arch1", steps=25), run, corpus)
     assert metrics["steps"] == 25
 
 
 def test_divergence_stops_with_a_clear_error(tmp_path, corpus):
     with pytest.raises(TrainingError, match="non-finite"):
-        train(small("arch1", "steps=30", "learning_rate=1e30", "clip_norm=1e30"), tmp_path / "r", corpus)
+        train(small("arch1", steps=30, learning_rate=1e30, clip_norm=1e30), tmp_path / "r", corpus)
 
 
 def test_cli_trains_and_evaluates_the_builtin_corpus(tmp_path, capsys):

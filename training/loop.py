@@ -1,4 +1,4 @@
-"""A training run: small steps, and `train` that strings them together."""
+"""`train(config, run_dir)`: the run loop, with its stopping, resuming and signals."""
 
 import contextlib
 import json
@@ -6,71 +6,33 @@ import math
 import signal
 import sys
 import time
-from pathlib import Path
 
 import tensorflow as tf
 
 from training import data
 from training.batches import Windows
-from training.callbacks import TensorBoardLogger
-from training.checkpoints import CheckpointMismatch
 from training.config import Config
 from training.diagnostics import gradient_flow, spectral_radii
 from training.distribute import (DistributedTrainer, is_chief, make_checkpoints, make_strategy,
                                  scratch_dir)
 from training.export import export_run
-from training.run import build_model, has_checkpoint, read_json
-from training.trainer import Trainer, make_optimizer, sample_text, set_seed
+from training.run_dir import CheckpointMismatch, RunDir, RunDirError, build_model
+from training.step import Trainer, make_optimizer, sample_text, set_seed
+from training.tensorboard import TensorBoardLogger
 
 
 class TrainingError(Exception):
     """Training cannot go on; the message says why and what was kept."""
 
 
-def write_json(path, value):
-    temporary = Path(f"{path}.tmp")
-    temporary.write_text(json.dumps(value, indent=2, sort_keys=True))
-    temporary.replace(path)
-
-
-# What a resumed run cannot change: its checkpoints hold weights, optimizer slots,
-# carried state and a cursor of these shapes and this corpus. Limits, schedules,
-# logging and export settings may change.
-FIXED = ("preset", "model", "batch_size", "unrollings", "optimizer", "data", "normalize")
-
-
-def alphabet_record(corpus):
-    return {"alphabet": corpus.alphabet, "normalize": corpus.normalize}
-
-
-def check_resume(run_dir, config, corpus):
+def check_resume(run, config, corpus):
     """Refuses, naming every difference, to resume a run with something it cannot change."""
-    saved = run_dir / "config.json"
-    if not (saved.exists() and has_checkpoint(run_dir)):
-        return
-    old = read_json(saved)
-    new = json.loads(config.to_json())
-    changes = [f"{key} {old.get(key)!r} -> {new[key]!r}" for key in FIXED if old.get(key) != new[key]]
-    alphabet_path = run_dir / "alphabet.json"
-    if alphabet_path.exists() and read_json(alphabet_path) != alphabet_record(corpus):
-        changes.append("the corpus's alphabet")
+    changes = run.resume_conflicts(config, corpus)
     if changes:
         raise TrainingError(
-            f"{run_dir} holds a run that cannot change {'; '.join(changes)}. Resume it with its own "
-            f"settings, or start over in another --run-dir (or after deleting {run_dir}); "
+            f"{run.path} holds a run that cannot change {'; '.join(changes)}. Resume it with its "
+            f"own settings, or start over in another --run-dir (or after deleting {run.path}); "
             "nothing was changed")
-
-
-def make_run_dir(run_dir):
-    """Creates the run directory and its checkpoints' (TensorBoard makes `logs/`),
-    or says which path is impossible, before anything is trained."""
-    for path in (run_dir, run_dir / "checkpoints"):
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise TrainingError(f"cannot create {path}: {error.strerror or error}") from None
-    if (run_dir / "logs").exists() and not (run_dir / "logs").is_dir():
-        raise TrainingError(f"cannot write TensorBoard logs: {run_dir / 'logs'} is not a directory")
 
 
 def steps_in_next_call(config, step, left_in_epoch, target):
@@ -147,13 +109,16 @@ def train(config: Config, run_dir, corpus=None):
     # First: MultiWorkerMirroredStrategy must exist before TensorFlow's runtime starts.
     strategy = make_strategy(config.strategy)
     chief = is_chief(strategy)  # only the chief writes the run; other workers write to scratch
-    run_dir = Path(run_dir)
+    run = RunDir(run_dir)
     corpus = corpus or data.load(config.data, config.normalize)
-    check_resume(run_dir, config, corpus)
+    check_resume(run, config, corpus)
     set_seed(config.seed)
     windows = Windows(corpus.train, config.batch_size, config.unrollings)
-    written = run_dir if chief else scratch_dir("run")
-    make_run_dir(written)
+    written = run if chief else RunDir(scratch_dir("run"))
+    try:
+        written.create()
+    except RunDirError as error:
+        raise TrainingError(str(error)) from None
     with strategy.scope() if strategy else contextlib.nullcontext():
         model = build_model(config, len(corpus.alphabet))
         optimizer = make_optimizer(config)
@@ -162,7 +127,7 @@ def train(config: Config, run_dir, corpus=None):
     position = tf.Variable(0, dtype=tf.int64, name="position")  # windows consumed, skipped ones too
     state = tf.Variable(model.initial_state(config.batch_size), name="carried_state")
     characters = tf.Variable(0, dtype=tf.int64, name="characters_seen")
-    checkpoints = make_checkpoints(strategy, run_dir / "checkpoints", config.keep_checkpoints,
+    checkpoints = make_checkpoints(strategy, run.checkpoint_dir, config.keep_checkpoints,
                                    model=model, optimizer=optimizer, position=position, state=state,
                                    characters=characters)
     try:
@@ -170,14 +135,14 @@ def train(config: Config, run_dir, corpus=None):
     except CheckpointMismatch as error:
         raise TrainingError(str(error)) from None
     target = total_steps(config, len(windows))
-    if restored and target is not None and int(position) >= target and (run_dir / "metrics.json").exists():
-        return {**json.loads((run_dir / "metrics.json").read_text()), "finished": True}
+    if restored and target is not None and int(position) >= target and (finished := run.metrics()):
+        return {**finished, "finished": True}
     if restored:
-        print(f"charzoo: resuming {run_dir} from {restored} (step {int(position)})", flush=True)
+        print(f"charzoo: resuming {run.path} from {restored} (step {int(position)})", flush=True)
     # Written only now: a run that failed to start leaves nothing that blocks a retry.
-    write_json(written / "config.json", json.loads(config.to_json()))
-    write_json(written / "alphabet.json", alphabet_record(corpus))
-    logger = TensorBoardLogger(str(run_dir / "logs" if chief else scratch_dir("logs")),
+    written.write_config(config)
+    written.write_alphabet(corpus)
+    logger = TensorBoardLogger(str(run.logs if chief else scratch_dir("logs")),
                                histogram_every=config.histogram_every)
     progress = Progress(target)
     started, bad_steps, clipped, counted = time.monotonic(), 0, 0, 0
@@ -206,7 +171,7 @@ def train(config: Config, run_dir, corpus=None):
                     raise TrainingError(
                         f"{bad_steps} steps in a row had a non-finite loss or gradient (last at "
                         f"step {offset}); stopped. The last good checkpoint is kept in "
-                        f"{run_dir / 'checkpoints'}; try a lower --learning-rate or clip_norm.")
+                        f"{run.checkpoint_dir}; try a lower --learning-rate or clip_norm.")
             position.assign_add(count)
             step = int(position)
             state.assign(out["state"])  # non-finite steps left it unchanged
@@ -262,10 +227,10 @@ def train(config: Config, run_dir, corpus=None):
     logger.close()
     if not chief:
         return metrics
-    model.save(run_dir / "model.keras")
-    write_json(run_dir / "metrics.json", metrics)
+    run.save_model(model)
+    run.write_metrics(metrics)
     if config.export:
-        metrics["export"] = str(export_run(run_dir))
+        metrics["export"] = str(export_run(run.path))
     return metrics
 
 

@@ -19,7 +19,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from training.loadgen import free_port, wait_for_server
+from benchmarks.loadgen import free_port, wait_for_server
 
 SPECS = [{"prime": prime, "length": 40, "temperature": t, "top_k": k, "seed": seed}
          for seed, (prime, t, k) in enumerate([("the ", 1.0, 0), ("a", 0.7, 5), ("", 0.0, 0),
@@ -37,7 +37,7 @@ def rss_kb(pid):
 
 
 def expected_answers(version_dir):
-    from serving.sampler import ExportedModel
+    from serving.model import ExportedModel
 
     model = ExportedModel(version_dir)
     return [model.sample(s["prime"], s["length"], s["temperature"], s["top_k"], seed=s["seed"])[0]
@@ -132,7 +132,7 @@ def soak_rows(models_dir, next_export, seconds, row):
         models_dir: Path holding `lstm/1`.
         next_export: Path of another export of the same shape, put in as
             version 3 two thirds of the way in (version 2 is a corrupt copy).
-        row: `training.bench.row`.
+        row: `benchmarks.bench.row`.
     """
     model_dir = models_dir / "lstm"
     expected = {1: expected_answers(model_dir / "1"), 3: expected_answers(next_export)}

@@ -7,12 +7,12 @@ import tensorflow as tf
 
 from training import config as configuration
 from training.batches import Windows
-from training.trainer import Trainer, learning_rate_schedule, make_optimizer
+from training.step import Trainer, learning_rate_schedule, make_optimizer
 from zoo import CharLM
 
 
-def tiny_config(preset="arch1", *overrides):
-    return configuration.resolve(preset, ["model.units=8", *overrides])
+def tiny_config(preset="arch1", **overrides):
+    return configuration.resolve(preset, {"model": {"units": 8}, **overrides})
 
 
 def sgd_trainer(model, learning_rate, clip_norm):
@@ -50,12 +50,12 @@ def test_unclipped_step_is_plain_sgd():
     (False, 40_000, 2.5 * 0.75**0.5),
 ])
 def test_schedule_gives_the_documented_learning_rate(staircase, step, expected):
-    config = configuration.resolve("arch1", [f"staircase={staircase}"])
+    config = configuration.resolve("arch1", {"staircase": staircase})
     assert float(learning_rate_schedule(config)(step)) == pytest.approx(expected, rel=1e-6)
 
 
 def test_optimizer_follows_the_schedule_as_it_steps():
-    config = configuration.resolve("arch2", ["model.units=4", "decay_steps=2"])
+    config = configuration.resolve("arch2", {"model": {"units": 4}, "decay_steps": 2})
     model = CharLM(vocabulary_size=5, **config.model)
     trainer = Trainer(model, make_optimizer(config), config.clip_norm)
     inputs = tf.zeros((2, 3), tf.int32)
@@ -94,7 +94,7 @@ def test_uniform_model_scores_log2_of_the_alphabet():
 @pytest.mark.parametrize("preset", ["arch1", "arch1-add", "arch2", "irnn", "lstm", "gru"])
 def test_loss_falls_on_a_learnable_corpus(preset):
     keras.utils.set_random_seed(0)
-    config = tiny_config(preset, "batch_size=8", "unrollings=10")
+    config = tiny_config(preset, batch_size=8, unrollings=10)
     ids = np.tile(np.array([1, 2, 3, 0, 4, 4, 0], np.uint8), 200)
     model = CharLM(vocabulary_size=5, **config.model)
     trainer = Trainer(model, keras.optimizers.Adam(0.03), config.clip_norm)

@@ -1,4 +1,4 @@
-"""The implementations `training.bench` measures charzoo against.
+"""The implementations `benchmarks.bench` measures charzoo against.
 
 Every factory returns a zero-argument callable that does one complete unit of
 work (a train step with its data, or one sampled character) and blocks until
@@ -297,7 +297,7 @@ def torch_rates(specs, repeats, seconds):
     Returns:
         dict name -> work per second (characters).
     """
-    code = ("import json, sys; from training import peers; "
+    code = ("import json, sys; from benchmarks import peers; "
             "print(json.dumps(peers.torch_probe(json.loads(sys.stdin.read()))))")
     out = subprocess.run([sys.executable, "-c", code], input=json.dumps([specs, repeats, seconds]),
                          capture_output=True, text=True, check=True,

@@ -3,7 +3,7 @@
 Every row compares a measured `value` with a `peer_value` measured in the
 same run on the same shapes; `ratio = value / peer_value` and `met` says
 whether the ratio reaches `target` (for memory rows, whether the value stays
-under it). See `training.peers` for what the peers are.
+under it). See `benchmarks.peers` for what the peers are.
 """
 
 import asyncio
@@ -15,24 +15,24 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from training import config, peers
-from training.loadgen import cpu_seconds, free_port, requests, wait_for_server
-from training.peers import rate
-from training.soak import soak_rows
+from benchmarks import peers
+from benchmarks.loadgen import cpu_seconds, free_port, requests, wait_for_server
+from benchmarks.peers import rate
+from benchmarks.soak import soak_rows
+from training import config
 from training.batches import Windows
-from training.trainer import Trainer, make_optimizer
-from zoo import presets
+from training.run_dir import build_model
+from training.step import Trainer, make_optimizer
+from zoo import FAMILIES
 
 ALPHABET = " abcdefghijklmnopqrstuvwxyz"
-FAMILIES = ("arch1", "arch2", "lstm", "gru")
-TINY = {"batch_size": 4, "unrollings": 5, "units": 8}
+TINY = {"batch_size": 4, "unrollings": 5, "model": {"units": 8}}
 # Work per mode: (repeats, seconds per repeat, sampled characters, service requests per client,
 # seconds of soak).
 EFFORT = {"tiny": (2, 0.01, 4, 1, 3), "quick": (3, 0.3, 64, 2, 30), "full": (7, 1.5, 512, 8, 180)}
@@ -71,27 +71,23 @@ def machine():
             "env": {k: v for k, v in os.environ.items() if k.startswith(("OPENBLAS_", "OMP_", "TF_"))}}
 
 
-def shapes(family, tiny):
-    preset = presets.get(family)
-    training = dict(preset["training"])
-    units = preset["model"]["units"]
-    if tiny:
-        training.update(batch_size=TINY["batch_size"], unrollings=TINY["unrollings"])
-        units = TINY["units"]
-    return preset, training, units
+def recipe(family, tiny):
+    """The family's preset as a Config (its model and training recipe), shrunk when tiny."""
+    return config.resolve(family, TINY if tiny else None)
 
 
-def flops_per_char(family, units, vocabulary):
+def flops_per_char(model):
     """The model's FLOPs per training character: dense multiply-adds x2 of the
-    forward pass (the input gather counts 0), x3 for forward and backward.
+    forward pass, x3 for forward and backward. The multiply-adds per step are
+    the sizes of the matrices a step multiplies by: each recurrent kernel and
+    the output projection (an input transform of ids is a gather: it counts 0).
 
     Like MFU, this counts the model's work, not the work executed: Arch 1's
     and Arch 2's per-class tables skip part of it, so their rate can read
     higher than the arithmetic actually done."""
-    recurrent = {"arch1": 2 * units * units, "arch2": vocabulary * units,
-                 "lstm": units * 4 * units, "gru": units * 3 * units}[family]
-    output = (2 * units if family in ("arch1", "arch2") else units) * vocabulary
-    return 3 * 2 * (recurrent + output)
+    multiplied = ("recurrent_kernel", "output_kernel", "logits/kernel")
+    return 3 * 2 * sum(int(np.prod(v.shape)) for v in model.trainable_variables
+                       if v.path.endswith(multiplied))
 
 
 def matmul_peak(repeats, seconds, size=2048):
@@ -99,14 +95,14 @@ def matmul_peak(repeats, seconds, size=2048):
     return rate(lambda: tf.linalg.matmul(a, a).numpy(), 2 * size**3, repeats, seconds)
 
 
-def our_train_step(family, training, units, steps_per_execution):
+def our_train_step(recipe, steps_per_execution):
     """charzoo's training end to end: the next windows from `Windows`, then one
     compiled call of `steps_per_execution` train steps, the state carried."""
-    model = presets.build(family, vocabulary_size=len(ALPHABET), units=units)
-    trainer = Trainer(model, make_optimizer(types.SimpleNamespace(**training)), training["clip_norm"])
+    model = build_model(recipe, len(ALPHABET))
+    trainer = Trainer(model, make_optimizer(recipe), recipe.clip_norm)
     ids = np.random.default_rng(0).integers(0, len(ALPHABET), 2_000_000, dtype=np.uint8)
-    windows = Windows(ids, training["batch_size"], training["unrollings"])
-    carry = [model.initial_state(training["batch_size"]), 0]
+    windows = Windows(ids, recipe.batch_size, recipe.unrollings)
+    carry = [model.initial_state(recipe.batch_size), 0]
 
     def run():
         index = carry[1] if carry[1] + steps_per_execution <= len(windows) else 0
@@ -114,26 +110,26 @@ def our_train_step(family, training, units, steps_per_execution):
         carry[0], carry[1] = out["state"], index + steps_per_execution
         out["loss"].numpy()
 
-    return run
+    return run, model
 
 
 def peer_setup(family, tiny):
-    """(label, shapes, peer kind, width, activation) of one family's training rows."""
-    preset, training, units = shapes(family, tiny)
-    label = f"train {family} (b{training['batch_size']} u{training['unrollings']} n{units})"
+    """(label, recipe, peer kind, width, activation) of one family's training rows."""
+    shapes = recipe(family, tiny)
+    label = f"train {family} (b{shapes.batch_size} u{shapes.unrollings} n{shapes.model['units']})"
     if family in ("arch1", "arch2"):
         # Arch 1's state and Arch 2's hidden layer are both 2n wide.
-        return label, training, units, "simple", 2 * units, preset["model"]["activation"]
-    return label, training, units, family, units, "tanh"
+        return label, shapes, "simple", 2 * shapes.model["units"], shapes.model["activation"]
+    return label, shapes, family, shapes.model["units"], "tanh"
 
 
 def torch_train_specs(tiny):
     specs = {}
     for family in FAMILIES:
-        _, training, _, kind, width, activation = peer_setup(family, tiny)
-        specs[family] = ["train", kind, training["batch_size"], training["unrollings"], width,
-                         len(ALPHABET), training["optimizer"], training["learning_rate"],
-                         training["clip_norm"], activation]
+        _, shapes, kind, width, activation = peer_setup(family, tiny)
+        specs[family] = ["train", kind, shapes.batch_size, shapes.unrollings, width,
+                         len(ALPHABET), shapes.optimizer, shapes.learning_rate,
+                         shapes.clip_norm, activation]
     return specs
 
 
@@ -145,32 +141,31 @@ def train_rows(tiny, effort):
     peak = matmul_peak(repeats, seconds, 256 if tiny else 2048)
     rows.append(row("matmul 2048x2048 float32 (TF)", peak / 1e9, "GFLOP/s"))
     for family in FAMILIES:
-        label, training, units, kind, width, activation = peer_setup(family, tiny)
-        batch, unrollings, clip = training["batch_size"], training["unrollings"], training["clip_norm"]
-        chars = batch * unrollings
-        per_call = config.resolve(family).steps_per_execution
-        ours = rate(our_train_step(family, training, units, per_call), per_call * chars, repeats,
-                    seconds)
-        single = rate(our_train_step(family, training, units, 1), chars, repeats, seconds)
+        label, shapes, kind, width, activation = peer_setup(family, tiny)
+        batch, unrollings, clip = shapes.batch_size, shapes.unrollings, shapes.clip_norm
+        units, chars, per_call = shapes.model["units"], batch * unrollings, shapes.steps_per_execution
+        step, model = our_train_step(shapes, per_call)
+        ours = rate(step, per_call * chars, repeats, seconds)
+        single = rate(our_train_step(shapes, 1)[0], chars, repeats, seconds)
         speeds[family] = ours / chars
         rows.append(row(f"{label}, steps_per_execution={per_call}", ours, "chars/s",
                         "steps_per_execution=1", single))
         gated = family in ("lstm", "gru")
         if not gated:
             tf1 = rate(peers.tf1_graph_step(family, batch, unrollings, units, vocabulary,
-                                            training["learning_rate"], clip), chars, repeats, seconds)
+                                            shapes.learning_rate, clip), chars, repeats, seconds)
             rows.append(row(label, ours, "chars/s", "TF1-style graph, per-step placeholders",
                             tf1, target=3.0))
         name = "SimpleRNN" if kind == "simple" else kind.upper()
         keras_speed = rate(peers.keras_train_step(
-            kind, batch, unrollings, width, vocabulary, make_optimizer(types.SimpleNamespace(**training)),
-            clip, activation), chars, repeats, seconds)
+            kind, batch, unrollings, width, vocabulary, make_optimizer(shapes), clip,
+            activation), chars, repeats, seconds)
         rows.append(row(label, ours, "chars/s", f"Keras {name}({width})", keras_speed, target=1.0))
         torch_name = f"torch nn.{'RNN' if kind == 'simple' else name}({width})"
         rows.append(row(label, ours, "chars/s", torch_name, torch_speeds.get(family),
                         target=1.0 if gated else None,
                         note=None if has_torch else "torch not importable: skipped"))
-        achieved = ours * flops_per_char(family, units, vocabulary)
+        achieved = ours * flops_per_char(model)
         rows.append(row(f"train {family} model FLOP/s", achieved / 1e9, "GFLOP/s",
                         "matmul peak", peak / 1e9))
     return rows, speeds
@@ -179,9 +174,9 @@ def train_rows(tiny, effort):
 def pipeline_rows(tiny, effort, speeds):
     """Windows' batches/s at the shapes of the fastest train step, against its steps/s."""
     family = max(speeds, key=speeds.get)
-    _, training, _ = shapes(family, tiny)
+    shapes = recipe(family, tiny)
     ids = np.random.default_rng(0).integers(0, len(ALPHABET), 2_000_000, dtype=np.uint8)
-    windows = Windows(ids, training["batch_size"], training["unrollings"])
+    windows = Windows(ids, shapes.batch_size, shapes.unrollings)
     cursor = [0]
 
     def run():
@@ -195,12 +190,12 @@ def pipeline_rows(tiny, effort, speeds):
 
 def memory_probe(characters, steps):
     """Peak RSS (MB) of Windows over a fake text8 of `characters` ids plus arch1 train steps."""
-    _, training, units = shapes("arch1", False)
+    shapes = recipe("arch1", False)
     ids = np.random.default_rng(0).integers(0, len(ALPHABET), characters, dtype=np.uint8)
-    windows = Windows(ids, training["batch_size"], training["unrollings"])
-    model = presets.build("arch1", vocabulary_size=len(ALPHABET))
-    trainer = Trainer(model, make_optimizer(types.SimpleNamespace(**training)), training["clip_norm"])
-    state = tf.Variable(model.initial_state(training["batch_size"]))
+    windows = Windows(ids, shapes.batch_size, shapes.unrollings)
+    model = build_model(shapes, len(ALPHABET))
+    trainer = Trainer(model, make_optimizer(shapes), shapes.clip_norm)
+    state = tf.Variable(model.initial_state(shapes.batch_size))
     for index in range(steps):
         inputs, targets = windows[index * (len(windows) // steps)]
         state.assign(trainer.train_step(inputs, targets, state)["state"])
@@ -209,7 +204,7 @@ def memory_probe(characters, steps):
 
 def memory_rows(tiny):
     characters = 1_000_000 if tiny else 100_000_000
-    code = f"import json, training.bench as b; print(json.dumps(b.memory_probe({characters}, 20)))"
+    code = f"import json, benchmarks.bench as b; print(json.dumps(b.memory_probe({characters}, 20)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parent.parent)
     peak = json.loads(out.stdout.strip().splitlines()[-1])
@@ -220,8 +215,8 @@ def memory_rows(tiny):
 def export_lstm(models_dir, tiny, name="lstm"):
     from training.export import export_model
 
-    _, _, units = shapes("lstm", tiny)
-    model = presets.build("lstm", vocabulary_size=len(ALPHABET), units=units)
+    shapes = recipe("lstm", tiny)
+    model, units = build_model(shapes, len(ALPHABET)), shapes.model["units"]
     path = export_model(model, ALPHABET, {"preset": "lstm", "normalize": "text8"}, models_dir, name)
     return model, units, path
 

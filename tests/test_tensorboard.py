@@ -4,7 +4,7 @@ import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from training.callbacks import BAD, BAR, TensorBoardLogger, gradient_flow_image
+from training.tensorboard import BAD, BAR, TensorBoardLogger, gradient_flow_image
 from training.diagnostics import gradient_flow, spectral_radii
 from zoo import presets
 

@@ -1,0 +1,149 @@
+"""Arch 1: the cell by hand and by finite differences, the sequence layer against the cell."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from zoo import Arch1, Arch1Cell, CharLM
+from zoo_checks import CONSTANTS, check_config_round_trip, finite_difference_check, ids, step
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_arch1_concat_forward_by_hand(activation):
+    cell = Arch1Cell(2, activation=activation, combine="concat", **CONSTANTS)
+    # x·U = 0.1 * (1 + 2) = 0.3 per unit; h·W = 0.2 * (-1 - 1 - 1 - 2) = -1.0 per unit.
+    output, state = step(cell, [1.0, 2.0], [-1.0, -1.0, -1.0, -2.0])
+    preactivation = np.array([0.3, 0.3, -1.0, -1.0]) + 0.05
+    expected = np.maximum(preactivation, 0) if activation == "relu" else np.tanh(preactivation)
+    np.testing.assert_allclose(output, expected, rtol=1e-6)
+    np.testing.assert_allclose(state, output)
+    assert cell.state_size == 4 and cell.output_size == 4
+    assert cell.kernel.shape == (2, 2) and cell.recurrent_kernel.shape == (4, 2)
+    assert cell.bias.shape == (4,)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_arch1_add_forward_by_hand(activation):
+    cell = Arch1Cell(2, activation=activation, combine="add", **CONSTANTS)
+    # 0.3 + 0.2 * (0.5 - 2.0) + 0.05 = 0.05; 0.3 + 0.2 * (-1 - 2) + 0.05 = -0.25.
+    out_a, _ = step(cell, [1.0, 2.0], [0.5, -2.0])
+    out_b, _ = step(cell, [1.0, 2.0], [-1.0, -2.0])
+    act = (lambda a: np.maximum(a, 0)) if activation == "relu" else np.tanh
+    np.testing.assert_allclose(out_a, act(np.array([0.05, 0.05])), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(out_b, act(np.array([-0.25, -0.25])), rtol=1e-6)
+    assert cell.recurrent_kernel.shape == (2, 2) and cell.state_size == 2
+
+
+def test_arch1_matches_numpy_with_random_weights():
+    rng = np.random.default_rng(0)
+    keras.utils.set_random_seed(0)  # the weights too: a flaky tolerance is no test
+    cell = Arch1Cell(3, activation="tanh")
+    x, h = rng.normal(size=(4, 5)).astype("float32"), rng.normal(size=(4, 6)).astype("float32")
+    output, _ = cell(x, [h])
+    U, W, b = (np.asarray(v) for v in (cell.kernel, cell.recurrent_kernel, cell.bias))
+    np.testing.assert_allclose(output, np.tanh(np.concatenate([x @ U, h @ W], -1) + b), rtol=1e-5,
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize("combine", ["concat", "add"])
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_arch1_bptt_gradients_match_finite_differences(combine, activation):
+    inputs = np.random.default_rng(3).normal(size=(2, 5, 3))
+    cell = Arch1Cell(2, activation=activation, combine=combine, dtype="float64",
+                     bias_initializer="random_normal")
+    keras.layers.RNN(cell, dtype="float64")(inputs)
+    for variable in (cell.kernel, cell.recurrent_kernel, cell.bias):
+        finite_difference_check(cell, inputs, variable)
+
+
+def test_cells_stack_mask_and_return_state_inside_keras_rnn():
+    inputs = np.random.default_rng(5).normal(size=(2, 4, 3)).astype("float32")
+    stacked = keras.layers.RNN([Arch1Cell(2), Arch1Cell(3, combine="add")], return_state=True)
+    output, first_state, second_state = stacked(inputs)
+    assert output.shape == (2, 3)
+    assert first_state[0].shape == (2, 4) and second_state[0].shape == (2, 3)
+    masked = keras.layers.RNN(Arch1Cell(2), return_sequences=True)
+    mask = np.array([[True, True, False, False], [True, True, True, True]])
+    out = np.asarray(masked(inputs, mask=mask))
+    np.testing.assert_allclose(out[0, 2], out[0, 1])  # a masked step keeps the last output
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+@pytest.mark.parametrize("combine", ["concat", "add"])
+def test_arch1_layer_equals_the_cell_in_keras_rnn(combine, activation):
+    """The sequence layer's reordered maths is the cell's, values and gradients."""
+    layer = Arch1(4, vocabulary_size=7, combine=combine, activation=activation,
+                  bias_initializer="random_normal")
+    tokens = ids(3, 6, 7)
+    state = tf.random.normal((3, layer.state_size))
+    reference = keras.layers.RNN(layer.cell, return_sequences=True, return_state=True)
+    with tf.GradientTape(persistent=True) as tape:
+        sequence, final = layer(tokens, state)
+        expected, expected_final = reference(tf.one_hot(tokens, 7), initial_state=[state])
+        loss, expected_loss = tf.reduce_sum(sequence**2), tf.reduce_sum(expected**2)
+    np.testing.assert_allclose(sequence, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(final, expected_final, rtol=1e-5, atol=1e-6)
+    for variable in layer.cell.trainable_variables:
+        np.testing.assert_allclose(tf.convert_to_tensor(tape.gradient(loss, variable)),
+                                   tape.gradient(expected_loss, variable),
+                                   rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("combine", ["concat", "add"])
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_arch1_recurrence_gradient_matches_autodiff(activation, combine):
+    keras.utils.set_random_seed(2)
+    fused = Arch1(6, vocabulary_size=5, activation=activation, combine=combine)
+    # unroll=True with a static length runs the plain Python loop, differentiated by autodiff.
+    plain = Arch1(6, vocabulary_size=5, activation=activation, combine=combine, unroll=True)
+    rng = np.random.default_rng(0)
+    ids = tf.constant(rng.integers(0, 5, (3, 7)), tf.int32)
+    state = tf.constant(rng.normal(size=(3, fused.cell.state_size)), tf.float32)
+    fused(ids, state)
+    plain(ids, state)
+    plain.set_weights(fused.get_weights())
+    results = []
+    for layer in (fused, plain):
+        with tf.GradientTape() as tape:
+            tape.watch(state)
+            sequence, last = layer(ids, state)
+            loss = tf.reduce_sum(sequence * tf.sin(tf.cast(tf.range(sequence.shape[-1]), tf.float32)))
+            loss += tf.reduce_sum(last * last)
+        gradients = tape.gradient(loss, layer.trainable_variables + [state])
+        results.append([sequence.numpy()] + [tf.convert_to_tensor(g).numpy() for g in gradients])
+    for actual, expected in zip(*results):
+        np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_arch1_unrolled_equals_looped():
+    looped = CharLM("arch1", 27, 5)
+    unrolled = CharLM("arch1", 27, 5, unroll=True)
+    unrolled.set_weights(looped.get_weights())
+    run = tf.function(lambda m, x, s: m([x, s]))
+    tokens = tf.ensure_shape(ids(2, 8), (2, 8))
+    np.testing.assert_allclose(run(looped, tokens, looped.initial_state(2))[0],
+                               run(unrolled, tokens, unrolled.initial_state(2))[0], rtol=1e-5, atol=1e-6)
+
+
+def test_config_round_trips_and_the_layer_shows_its_cells_arguments():
+    check_config_round_trip(Arch1Cell(3, combine="add", activation="tanh", use_bias=False))
+    layer = Arch1(5, vocabulary_size=7, combine="add", activation="tanh", unroll=True)
+    clone = check_config_round_trip(layer)
+    assert (clone.units, clone.combine, clone.unroll, clone.vocabulary_size) == (5, "add", True, 7)
+    assert clone.activation is keras.activations.tanh and clone.state_size == 5
+    assert layer.get_config()["activation"] == "tanh"
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: Arch1Cell(4, combine="mul"), "'concat', 'add'"),
+        (lambda: Arch1Cell(0), "positive integer"),
+        (lambda: Arch1Cell(-3), "positive integer"),
+        (lambda: Arch1Cell(4, activation="sigmoid"), "'relu', 'tanh'"),
+    ],
+)
+def test_bad_arguments_name_the_valid_choices(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()

@@ -1,0 +1,17 @@
+"""Presets: metadata that builds a model; their recipes live in `training.config`."""
+
+from zoo import presets
+
+
+def test_presets_are_case_insensitive_and_copies():
+    assert presets.get("ARCH1")["model"]["units"] == 100
+    presets.get("arch1")["model"]["units"] = 1
+    assert presets.get("arch1")["model"]["units"] == 100
+
+
+def test_presets_hold_only_what_builds_a_model_and_every_preset_has_a_recipe():
+    from training import config as configuration
+
+    for name in presets.names():
+        assert set(presets.get(name)) == {"description", "model"}
+        assert configuration.resolve(name).batch_size > 0

@@ -1,0 +1,192 @@
+"""A run directory, and the only code that reads or writes its files.
+
+    config.json     the run's Config             alphabet.json  its corpus's alphabet
+    checkpoints/    weights, optimizer, cursor   metrics.json   final metrics (a finished run)
+    model.keras     the final model              logs/          TensorBoard (written by tensorboard.py)
+    export/         SavedModels (written by export.py)
+"""
+
+import json
+import warnings
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from training.config import Config
+from zoo import presets
+
+# What a resumed run cannot change: its checkpoints hold weights, optimizer slots,
+# carried state and a cursor of these shapes and this corpus. Limits, schedules,
+# logging and export settings may change.
+FIXED = ("preset", "model", "batch_size", "unrollings", "optimizer", "data", "normalize")
+
+
+class RunDirError(ValueError):
+    """A run directory cannot be used as asked; the message says why and what to do."""
+
+
+class CheckpointMismatch(RunDirError):
+    """A readable checkpoint that does not fit the run's model, optimizer or state."""
+
+
+def build_model(config, vocabulary_size):
+    """The run's model, freshly initialised: its preset built with the run's model arguments."""
+    return presets.build(config.preset, vocabulary_size, **config.model)
+
+
+def alphabet_record(corpus):
+    return {"alphabet": corpus.alphabet, "normalize": corpus.normalize}
+
+
+def read_json(path):
+    """A run file's contents; RunDirError naming the file if it is not JSON (edited by hand, cut short)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as error:
+        raise RunDirError(f"{path} is not valid JSON ({error}); restore it or start a new run") from None
+
+
+def write_json(path, value):
+    """Writes through a temporary file, so a reader never sees half a file."""
+    temporary = Path(f"{path}.tmp")
+    temporary.write_text(json.dumps(value, indent=2, sort_keys=True))
+    temporary.replace(path)
+
+
+class RunDir:
+    """The files of one training run (see the module docstring)."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.checkpoint_dir = self.path / "checkpoints"
+        self.logs = self.path / "logs"
+        self.exports = self.path / "export"
+
+    def create(self):
+        """Creates the directory and its checkpoints', or says which path is impossible."""
+        for path in (self.path, self.checkpoint_dir):
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise RunDirError(f"cannot create {path}: {error.strerror or error}") from None
+        if self.logs.exists() and not self.logs.is_dir():
+            raise RunDirError(f"cannot write TensorBoard logs: {self.logs} is not a directory")
+
+    def has_config(self):
+        return (self.path / "config.json").is_file()
+
+    def has_checkpoint(self):
+        """Whether there is a checkpoint to resume from."""
+        return tf.train.latest_checkpoint(str(self.checkpoint_dir)) is not None
+
+    def config_values(self):
+        """config.json as a dict of Config fields."""
+        if not self.has_config():
+            raise FileNotFoundError(f"{self.path} is not a run directory (no config.json)")
+        return read_json(self.path / "config.json")
+
+    def config(self):
+        return Config(**self.config_values())
+
+    def write_config(self, config):
+        write_json(self.path / "config.json", json.loads(config.to_json()))
+
+    def alphabet(self):
+        """`{"alphabet": str, "normalize": "text8" or None}`."""
+        return read_json(self.path / "alphabet.json")
+
+    def write_alphabet(self, corpus):
+        write_json(self.path / "alphabet.json", alphabet_record(corpus))
+
+    def metrics(self):
+        """The final metrics of a finished run, or None."""
+        path = self.path / "metrics.json"
+        return read_json(path) if path.is_file() else None
+
+    def write_metrics(self, metrics):
+        write_json(self.path / "metrics.json", metrics)
+
+    def save_model(self, model):
+        model.save(self.path / "model.keras")
+
+    def load_model(self):
+        """The final model (needs `zoo` imported, which registers its classes)."""
+        return keras.models.load_model(self.path / "model.keras")
+
+    def missing_for_export(self):
+        return [name for name in ("config.json", "alphabet.json", "model.keras")
+                if not (self.path / name).is_file()]
+
+    def resume_conflicts(self, config, corpus):
+        """What `config` and `corpus` would change that a resumed run cannot (empty if none)."""
+        if not (self.has_config() and self.has_checkpoint()):
+            return []
+        old, new = self.config_values(), json.loads(config.to_json())
+        changes = [f"{key} {old.get(key)!r} -> {new[key]!r}" for key in FIXED if old.get(key) != new[key]]
+        if (self.path / "alphabet.json").exists() and self.alphabet() != alphabet_record(corpus):
+            changes.append("the corpus's alphabet")
+        return changes
+
+    def checkpoints(self, keep, **objects):
+        return Checkpoints(self.checkpoint_dir, keep, **objects)
+
+
+class Checkpoints:
+    """The last `keep` checkpoints of a run's `objects` (TF trackables).
+
+    `tf.train.CheckpointManager` writes each checkpoint's files under temporary
+    names and renames them, then rewrites its index atomically, so a save cut
+    short is never listed. A listed checkpoint whose files cannot be read
+    (missing, truncated, a checksum error) is reported and the one before it
+    is tried; one that reads but does not fit (another batch size, another
+    model) stops the run, since every older one would not fit either and
+    starting afresh would overwrite them.
+    """
+
+    def __init__(self, directory, keep, **objects):
+        self.checkpoint = tf.train.Checkpoint(**objects)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(directory), max_to_keep=keep)
+
+    def save(self, step):
+        return self.manager.save(checkpoint_number=step)
+
+    def restore(self):
+        """Restores the newest readable checkpoint; returns its path, or None if there is none.
+
+        Raises:
+            CheckpointMismatch: the newest readable checkpoint does not fit the objects.
+        """
+        for path in reversed(self.manager.checkpoints):
+            try:
+                self.checkpoint.restore(path).expect_partial().assert_existing_objects_matched()
+                return path
+            except (ValueError, AssertionError) as error:  # read, but of other shapes or objects
+                raise CheckpointMismatch(
+                    f"checkpoint {path} does not fit this run ({first_line(error)}); was its "
+                    "configuration changed? Nothing was overwritten") from None
+            except Exception as error:  # noqa: BLE001  (missing, truncated, bad checksums: all unreadable)
+                warnings.warn(f"checkpoint {path} is unreadable ({first_line(error)}); "
+                              "trying the one before")
+        return None
+
+
+def first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def load_run_model(path):
+    """(config, alphabet, model) of a run, with the newest readable checkpoint's weights.
+
+    Raises:
+        FileNotFoundError: not a run, or no readable checkpoint.
+        RunDirError: a run file is not JSON, or the checkpoint does not fit the model.
+    """
+    run = RunDir(path)
+    config = run.config()
+    alphabet = run.alphabet()["alphabet"]
+    model = build_model(config, len(alphabet))
+    if run.checkpoints(config.keep_checkpoints, model=model).restore() is None:
+        raise FileNotFoundError(f"{run.path} has no readable checkpoint")
+    return config, alphabet, model

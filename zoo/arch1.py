@@ -1,0 +1,268 @@
+"""Arch 1, the vanilla RNN whose hidden layer is fed back: its cell and its sequence layer.
+
+`Arch1Cell` follows Keras' cell contract, so it runs inside `keras.layers.RNN`
+on any float sequences. `Arch1` computes exactly what `keras.layers.RNN(Arch1Cell)`
+computes over a whole window, with every input-only computation moved out of
+the time loop: with character ids as inputs anything computed from one
+character alone takes one of `vocabulary_size` values, so it is computed once
+per class as a small table and gathered. What is left inside the loop is one
+`[batch, n] x [n, n]` matmul per step.
+"""
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from zoo import arguments
+from zoo.arguments import check_choice, check_positive, default_kernel_initializer
+from zoo.loops import scan, time_major, vanilla_loop
+
+COMBINES = ("concat", "add")
+
+
+@keras.saving.register_keras_serializable(package="charzoo")
+class Arch1Cell(keras.Layer):
+    """Arch 1: a vanilla RNN cell whose hidden layer is fed back.
+
+    With `combine="concat"` (the reference design) the input and the previous
+    hidden state are transformed separately and concatenated:
+    `h_t = act([x_t·U, h_{t-1}·W] + b)`, so the state has `2 * units`
+    entries and `W` is `[2 * units, units]`. With `combine="add"` they are
+    summed: `h_t = act(x_t·U + h_{t-1}·W + b)` with a `[units, units]` `W`.
+    The cell's output is `h_t`; the output projection belongs to the model.
+
+    Args:
+        units: int. Width of each transform `x·U` and `h·W`.
+        activation: `"relu"` or `"tanh"`.
+        combine: `"concat"` or `"add"`.
+        use_bias: bool. Whether to add the bias `b`.
+        kernel_initializer: initializer of `kernel` (U).
+        recurrent_initializer: initializer of `recurrent_kernel` (W).
+        bias_initializer: initializer of `bias` (b).
+
+    Example:
+    >>> layer = keras.layers.RNN(Arch1Cell(8), return_state=True)
+    >>> output, state = layer(np.zeros((2, 5, 3), "float32"))
+    >>> state.shape
+    (2, 16)
+    """
+
+    def __init__(
+        self,
+        units,
+        activation="relu",
+        combine="concat",
+        use_bias=True,
+        kernel_initializer=None,
+        recurrent_initializer=None,
+        bias_initializer="zeros",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        check_positive("units", units)
+        check_choice("combine", combine, COMBINES)
+        self.units = units
+        self.activation = arguments.activation(activation)
+        self.combine = combine
+        self.use_bias = use_bias
+        self.kernel_initializer = arguments.kernel_initializer(kernel_initializer)
+        self.recurrent_initializer = arguments.kernel_initializer(recurrent_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.state_size = 2 * units if combine == "concat" else units
+        self.output_size = self.state_size
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(
+            shape=(input_shape[-1], self.units),
+            initializer=self.kernel_initializer,
+            name="kernel",
+        )
+        self.recurrent_kernel = self.add_weight(
+            shape=(self.state_size, self.units),
+            initializer=self.recurrent_initializer,
+            name="recurrent_kernel",
+        )
+        self.bias = None
+        if self.use_bias:
+            self.bias = self.add_weight(
+                shape=(self.state_size,), initializer=self.bias_initializer, name="bias"
+            )
+
+    def recurrent_step(self, projected, previous_state):
+        """One step from an already projected input `x_t·U`."""
+        recurrent = ops.matmul(previous_state, self.recurrent_kernel)
+        if self.combine == "concat":
+            preactivation = ops.concatenate([projected, recurrent], axis=-1)
+        else:
+            preactivation = projected + recurrent
+        if self.bias is not None:
+            preactivation = preactivation + self.bias
+        return self.activation(preactivation)
+
+    def call(self, inputs, states, training=False):
+        state = self.recurrent_step(ops.matmul(inputs, self.kernel), arguments.single_state(states))
+        return state, [state]
+
+    def get_initial_state(self, batch_size=None):
+        return [ops.zeros((batch_size, self.state_size), dtype=self.compute_dtype)]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "units": self.units,
+                "activation": keras.activations.serialize(self.activation),
+                "combine": self.combine,
+                "use_bias": self.use_bias,
+                **arguments.initializers_config(self),
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="charzoo")
+class Arch1(keras.Layer):
+    """Arch 1 over a whole sequence, carrying the state in and out.
+
+    Computes exactly what `keras.layers.RNN(Arch1Cell(...))` computes, with
+    the work that does not depend on the previous step done once per window.
+    The cell's arguments are exposed as read-only properties.
+
+    Args:
+        units: int. See `Arch1Cell`.
+        vocabulary_size: int or None. If set, the inputs are integer ids in
+            `[0, vocabulary_size)` (a one-hot input, done as a row gather of
+            U); otherwise they are float features `[batch, time, dim]`.
+        activation: `"relu"` or `"tanh"`.
+        combine: `"concat"` or `"add"`.
+        use_bias: bool.
+        kernel_initializer: initializer of U.
+        recurrent_initializer: initializer of W.
+        bias_initializer: initializer of b.
+        unroll: bool. Unroll the time loop when the window length is static.
+
+    Example:
+    >>> layer = Arch1(units=8, vocabulary_size=27)
+    >>> sequence, state = layer(np.zeros((2, 5), "int32"), np.zeros((2, 16), "float32"))
+    >>> sequence.shape, state.shape
+    ((2, 5, 16), (2, 16))
+    """
+
+    # For `zoo.CharLM`: the first layer of a stack reads ids, and a Dense layer makes the logits.
+    reads_ids = True
+    emits_logits = False
+    logits_initializer = staticmethod(default_kernel_initializer)
+    char_lm_arguments = ("units", "activation", "combine", "recurrent_initializer", "unroll")
+
+    def __init__(
+        self,
+        units,
+        vocabulary_size=None,
+        activation="relu",
+        combine="concat",
+        use_bias=True,
+        kernel_initializer=None,
+        recurrent_initializer=None,
+        bias_initializer="zeros",
+        unroll=False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if vocabulary_size is not None:
+            check_positive("vocabulary_size", vocabulary_size)
+        self.cell = Arch1Cell(
+            units,
+            activation=activation,
+            combine=combine,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            recurrent_initializer=recurrent_initializer,
+            bias_initializer=bias_initializer,
+            name="cell",
+        )
+        self.vocabulary_size = vocabulary_size
+        self.unroll = unroll
+        self.state_size = self.cell.state_size
+
+    @classmethod
+    def stacked(cls, index, vocabulary_size, **arguments):
+        """Layer `index` of a `CharLM` stack: the first reads ids, the others features."""
+        return cls(vocabulary_size=vocabulary_size if index == 0 else None, **arguments)
+
+    units = property(lambda self: self.cell.units)
+    activation = property(lambda self: self.cell.activation)
+    combine = property(lambda self: self.cell.combine)
+    use_bias = property(lambda self: self.cell.use_bias)
+    kernel_initializer = property(lambda self: self.cell.kernel_initializer)
+    recurrent_initializer = property(lambda self: self.cell.recurrent_initializer)
+    bias_initializer = property(lambda self: self.cell.bias_initializer)
+
+    def build(self, inputs_shape, initial_state_shape=None):
+        self.cell.build((None, self.vocabulary_size or inputs_shape[-1]))
+
+    def run(self, inputs, state, ids):
+        """`(sequence, new_state)`; the `zoo.CharLM` interface of every family's layer."""
+        return self(inputs, state)
+
+    def call(self, inputs, initial_state):
+        cell, n = self.cell, self.units
+        token_inputs = self.vocabulary_size is not None
+        bias = cell.bias if cell.bias is not None else ops.zeros((cell.state_size,))
+        if self.combine == "add":
+            if token_inputs:
+                projected = ops.take(cell.kernel, inputs, axis=0)
+            else:
+                projected = ops.matmul(inputs, cell.kernel)
+            driven = projected + bias
+            recurrent_kernel = cell.recurrent_kernel
+            previous = initial_state
+        else:
+            # h_t = [act(x_t·U + b_in), act(h_{t-1}·W + b_rec)]: the first half never
+            # sees the past, so it and its contribution to the next step's second
+            # half are computed for the whole window at once.
+            carried_kernel = cell.recurrent_kernel[:n]
+            from_start = ops.matmul(initial_state[:, None, :n], carried_kernel)
+            if token_inputs:
+                first_table = self.activation(cell.kernel + bias[:n])
+                first = ops.take(first_table, inputs, axis=0)
+                carried = ops.take(ops.matmul(first_table, carried_kernel), inputs[:, :-1], axis=0)
+            else:
+                first = self.activation(ops.matmul(inputs, cell.kernel) + bias[:n])
+                carried = ops.matmul(first[:, :-1], carried_kernel)
+            driven = ops.concatenate([from_start, carried], axis=1) + bias[n:]
+            recurrent_kernel = cell.recurrent_kernel[n:]
+            previous = initial_state[:, n:]
+
+        if self.unroll and driven.shape[1] is not None:
+            def step(state, driven_t):
+                return self.activation(driven_t + ops.matmul(state, recurrent_kernel))
+
+            recurrent = scan(step, driven, previous, unroll=True)
+        else:
+            loop = vanilla_loop(self.activation)
+            recurrent = time_major(loop(time_major(driven), previous, tf.identity(recurrent_kernel)))
+        sequence = recurrent if self.combine == "add" else ops.concatenate([first, recurrent], -1)
+        return sequence, sequence[:, -1]
+
+    def recurrent_kernels(self):
+        """The matrices that carry the state from step to step, for diagnostics."""
+        # With concat, the rows of W that read the input half only pass the previous
+        # input on once; the only loop through time is the recurrent half's square W[n:].
+        kernel = self.cell.recurrent_kernel
+        return {"": kernel[self.units:] if self.combine == "concat" else kernel}
+
+    def compute_output_spec(self, inputs, initial_state):
+        batch, time = inputs.shape[0], inputs.shape[1]
+        return (
+            keras.KerasTensor((batch, time, self.state_size), dtype=self.compute_dtype),
+            keras.KerasTensor((batch, self.state_size), dtype=self.compute_dtype),
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        cell_config = self.cell.get_config()
+        for name in ("units", "activation", "combine", "use_bias", "kernel_initializer",
+                     "recurrent_initializer", "bias_initializer"):
+            config[name] = cell_config[name]
+        config.update({"vocabulary_size": self.vocabulary_size, "unroll": self.unroll})
+        return config

@@ -1,0 +1,145 @@
+"""One model interface for every family: `(ids, state) -> (logits, new_state)`."""
+
+import keras
+from keras import ops
+
+from zoo.arch1 import Arch1
+from zoo.arch2 import Arch2
+from zoo.arguments import ACTIVATIONS, check_choice, check_positive
+from zoo.gated import GRU, LSTM
+
+# Each family's sequence layer. A layer tells CharLM all it needs: `stacked()` makes
+# layer i of a stack; `state_size` (an int, or a list for Keras' RNNs) and
+# `run(x, state, ids)` carry one flat state; `reads_ids` / `emits_logits` say what it
+# reads and writes; `char_lm_arguments` which of CharLM's arguments it takes.
+FAMILIES = {"arch1": Arch1, "arch2": Arch2, "lstm": LSTM, "gru": GRU}
+# Each family's activation when CharLM is given none: the reference design's.
+DEFAULT_ACTIVATIONS = {"arch1": "relu", "arch2": "tanh"}
+# What keras.Model itself takes from CharLM's keyword arguments (and its config).
+MODEL_ARGUMENTS = ("name", "trainable", "dtype")
+
+
+def family_arguments(family):
+    """The CharLM arguments `family` reads."""
+    read = FAMILIES[family].char_lm_arguments
+    return ("units", "num_layers", *(name for name in read if name != "units"))
+
+
+def check_arguments(family, arguments):
+    """Raises ValueError, listing the valid ones, if `family` does not read every
+    one of `arguments` (names of CharLM arguments)."""
+    check_choice("family", family, tuple(FAMILIES))
+    valid = family_arguments(family)
+    unknown = sorted(set(arguments) - set(valid) - {"family", "vocabulary_size"})
+    if unknown:
+        raise ValueError(f"unknown model argument{'s' * (len(unknown) > 1)} for {family}: "
+                         f"{', '.join(unknown)}; valid: {', '.join(valid)}")
+
+
+@keras.saving.register_keras_serializable(package="charzoo")
+class CharLM(keras.Model):
+    """A character language model of any family, with one flat float state.
+
+    Called on `[ids, state]` (int32 `[batch, time]`, float32
+    `[batch, state_size]`) it returns `[logits, new_state]` (float32
+    `[batch, time, vocabulary_size]`, `[batch, state_size]`). The state of a
+    stack is the concatenation of its layers' states (an LSTM layer's is
+    `[h, c]`), so every family exports and serves with the same signatures.
+
+    Args:
+        family: `"arch1"`, `"arch2"`, `"lstm"` or `"gru"`.
+        vocabulary_size: int. Size of the alphabet.
+        units: int. Width of each layer (`n` of the reference design).
+        num_layers: int. Number of stacked recurrent layers.
+        activation: `"relu"` or `"tanh"`; Arch 1 and Arch 2 only (None picks
+            the reference: ReLU for Arch 1, tanh for Arch 2).
+        combine: `"concat"` or `"add"`; Arch 1 only.
+        feedback: `"sample"` or `"probs"`; what Arch 2 feeds back when generating.
+        recurrent_initializer: initializer name or config for the recurrent
+            kernels, None for each family's default.
+        unroll: bool. Unroll Arch 1's time loop when the window length is static.
+
+    Example:
+    >>> model = CharLM("arch1", vocabulary_size=27, units=100)
+    >>> logits, state = model([np.zeros((2, 40), "int32"), model.initial_state(2)])
+    >>> logits.shape, state.shape
+    ((2, 40, 27), (2, 200))
+    """
+
+    def __init__(
+        self,
+        family,
+        vocabulary_size,
+        units,
+        num_layers=1,
+        activation=None,
+        combine="concat",
+        feedback="sample",
+        recurrent_initializer=None,
+        unroll=False,
+        **kwargs,
+    ):
+        check_choice("family", family, tuple(FAMILIES))
+        unknown = sorted(set(kwargs) - set(MODEL_ARGUMENTS))
+        if unknown:
+            raise ValueError(f"unknown CharLM argument{'s' * (len(unknown) > 1)}: {', '.join(unknown)}; "
+                             f"valid: {', '.join(family_arguments(family))} (for {family})")
+        check_positive("vocabulary_size", vocabulary_size)
+        check_positive("units", units)
+        check_positive("num_layers", num_layers)
+        activation = activation or DEFAULT_ACTIVATIONS.get(family, "tanh")
+        check_choice("activation", activation, ACTIVATIONS)
+        given = {"units": units, "activation": activation, "combine": combine,
+                 "feedback": feedback, "recurrent_initializer": recurrent_initializer,
+                 "unroll": unroll}
+        layer_class = FAMILIES[family]
+        arguments = {name: given[name] for name in layer_class.char_lm_arguments}
+        layers = [layer_class.stacked(i, vocabulary_size, name=f"{family}_{i}", **arguments)
+                  for i in range(num_layers)]
+        sizes = [sum(keras.tree.flatten(layer.state_size)) for layer in layers]
+
+        ids = keras.Input(shape=(None,), dtype="int32", name="ids")
+        state = keras.Input(shape=(sum(sizes),), dtype="float32", name="state")
+        x = ids if layer_class.reads_ids else ops.one_hot(ids, vocabulary_size, dtype="float32")
+        new_states, start = [], 0
+        for layer, size in zip(layers, sizes):
+            x, layer_state = layer.run(x, state[:, start:start + size], ids)
+            new_states.append(layer_state)
+            start += size
+        logits = x if layer_class.emits_logits else keras.layers.Dense(
+            vocabulary_size, kernel_initializer=layer_class.logits_initializer(), name="logits")(x)
+        new_state = new_states[0] if num_layers == 1 else ops.concatenate(new_states, axis=-1)
+        super().__init__(inputs=[ids, state], outputs=[logits, new_state], **kwargs)
+
+        self.family = family
+        self.vocabulary_size = vocabulary_size
+        self.units = units
+        self.num_layers = num_layers
+        self.activation = activation
+        self.combine = combine
+        self.feedback = feedback
+        self.recurrent_initializer = recurrent_initializer
+        self.unroll = unroll
+        self.state_size = sum(sizes)
+
+    def initial_state(self, batch_size):
+        return ops.zeros((batch_size, self.state_size), dtype="float32")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "family": self.family,
+            "vocabulary_size": self.vocabulary_size,
+            "units": self.units,
+            "num_layers": self.num_layers,
+            "activation": self.activation,
+            "combine": self.combine,
+            "feedback": self.feedback,
+            "recurrent_initializer": self.recurrent_initializer,
+            "unroll": self.unroll,
+        })
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

@@ -1,0 +1,145 @@
+"""The zoo's time loops: each a `tf.scan` forward pass with a hand-written backward pass.
+
+Autodiff through `tf.scan` accumulates a recurrent kernel's gradient with one
+small matmul per step. These loops instead carry only the state's gradient
+back through time, keep what each step needs for it, and compute the kernel's
+gradient after the loop as one large matmul over all steps (`weight_gradient`),
+which a CPU runs several times faster than many small ones. Every loop works
+on time-major tensors `[time, batch, ...]`.
+"""
+
+import keras
+import tensorflow as tf
+
+
+def time_major(x):
+    """`[batch, time, ...]` <-> `[time, batch, ...]`."""
+    return tf.transpose(x, [1, 0, 2])
+
+
+def scan(step, sequence, initial, unroll=False):
+    """Runs `state = step(state, sequence[:, t])` over batch-major time; returns all states.
+
+    Plain autodiff: for loops whose gradient nobody needs fast (Arch 2 free-running),
+    or `unroll=True` over a static window length.
+    """
+    if unroll and sequence.shape[1] is not None:
+        states, state = [], initial
+        for t in range(sequence.shape[1]):
+            state = step(state, sequence[:, t])
+            states.append(state)
+        return tf.stack(states, axis=1)
+    return time_major(tf.scan(step, time_major(sequence), initializer=initial))
+
+
+def weight_gradient(previous, d_preactivation):
+    """`sum_t previous_t^T · d_t`, a recurrent kernel's gradient, as one matmul over all steps."""
+    return tf.matmul(tf.reshape(previous, [-1, previous.shape[-1]]),
+                     tf.reshape(d_preactivation, [-1, d_preactivation.shape[-1]]), transpose_a=True)
+
+
+def vanilla_loop(activation):
+    """`h_t = act(driven_t + h_{t-1}·W)` as `loop(driven, h0, W) -> all h`, for act relu or tanh."""
+    relu = activation is keras.activations.relu
+
+    @tf.custom_gradient
+    def loop(driven, initial, kernel):
+        def step(state, driven_t):
+            return activation(driven_t + tf.matmul(state, kernel))
+
+        states = tf.scan(step, driven, initializer=initial)
+
+        def grad(d_states):
+            slope = tf.cast(states > 0, states.dtype) if relu else 1 - states * states
+
+            def back(carry, inputs):
+                d_state, slope_t = inputs
+                d_preactivation = (d_state + carry[0]) * slope_t
+                return tf.matmul(d_preactivation, kernel, transpose_b=True), d_preactivation
+
+            zeros = tf.zeros_like(initial)
+            d_initial, d_driven = tf.scan(back, (d_states, slope), initializer=(zeros, zeros),
+                                          reverse=True)
+            previous = tf.concat([initial[None], states[:-1]], 0)
+            return d_driven, d_initial[0], weight_gradient(previous, d_driven)
+
+        return states, grad
+
+    return loop
+
+
+@tf.custom_gradient
+def lstm_loop(projected, h0, c0, kernel):
+    """LSTM over `projected = x·W + b` `[time, batch, 4n]`; returns all h, all c."""
+
+    def step(carry, z_x):
+        h, c, _ = carry
+        i, f, g, o = tf.split(z_x + tf.matmul(h, kernel), 4, axis=-1)
+        i, f, g, o = tf.sigmoid(i), tf.sigmoid(f), tf.tanh(g), tf.sigmoid(o)
+        c = f * c + i * g
+        return o * tf.tanh(c), c, tf.concat([i, f, g, o], -1)
+
+    gates0 = tf.zeros_like(projected[0])
+    hs, cs, gates = tf.scan(step, projected, initializer=(h0, c0, gates0))
+
+    def grad(d_hs, d_cs):
+        # An output nothing depends on may come back as None.
+        d_hs = tf.zeros_like(hs) if d_hs is None else d_hs
+        d_cs = tf.zeros_like(cs) if d_cs is None else d_cs
+        previous_h = tf.concat([h0[None], hs[:-1]], 0)
+        previous_c = tf.concat([c0[None], cs[:-1]], 0)
+
+        def back(carry, inputs):
+            dh_next, dc_next = carry[0], carry[1]
+            d_h, d_c, c, c_prev, gate = inputs
+            i, f, g, o = tf.split(gate, 4, axis=-1)
+            dh = d_h + dh_next
+            tanh_c = tf.tanh(c)
+            dc = d_c + dc_next + dh * o * (1 - tanh_c * tanh_c)
+            dz = tf.concat([dc * g * i * (1 - i), dc * c_prev * f * (1 - f),
+                            dc * i * (1 - g * g), dh * tanh_c * o * (1 - o)], -1)
+            return tf.matmul(dz, kernel, transpose_b=True), dc * f, dz
+
+        dh0, dc0, dz = tf.scan(back, (d_hs, d_cs, cs, previous_c, gates), reverse=True,
+                               initializer=(tf.zeros_like(h0), tf.zeros_like(c0), gates0))
+        return dz, dh0[0], dc0[0], weight_gradient(previous_h, dz)
+
+    return (hs, cs), grad
+
+
+@tf.custom_gradient
+def gru_loop(projected, h0, kernel, bias):
+    """GRU (reset after) over `projected = x·W + b_in` `[time, batch, 3n]`; returns all h."""
+
+    def step(carry, x):
+        h = carry[0]
+        x_z, x_r, x_h = tf.split(x, 3, axis=-1)
+        r_z, r_r, r_h = tf.split(tf.matmul(h, kernel) + bias, 3, axis=-1)
+        z, r = tf.sigmoid(x_z + r_z), tf.sigmoid(x_r + r_r)
+        candidate = tf.tanh(x_h + r * r_h)
+        return z * h + (1 - z) * candidate, tf.concat([z, r, candidate, r_h], -1)
+
+    saved0 = tf.zeros_like(tf.concat([projected[0], h0], -1))
+    hs, saved = tf.scan(step, projected, initializer=(h0, saved0))
+
+    def grad(d_hs):
+        previous = tf.concat([h0[None], hs[:-1]], 0)
+
+        def back(carry, inputs):
+            d_h, h_prev, kept = inputs
+            z, r, candidate, r_h = tf.split(kept, 4, axis=-1)
+            dh = d_h + carry[0]
+            d_candidate = dh * (1 - z) * (1 - candidate * candidate)
+            d_z = dh * (h_prev - candidate) * z * (1 - z)
+            d_r = d_candidate * r_h * r * (1 - r)
+            d_inner = tf.concat([d_z, d_r, d_candidate * r], -1)
+            d_x = tf.concat([d_z, d_r, d_candidate], -1)
+            return dh * z + tf.matmul(d_inner, kernel, transpose_b=True), d_x, d_inner
+
+        dh0, d_x, d_inner = tf.scan(
+            back, (d_hs, previous, saved), reverse=True,
+            initializer=(tf.zeros_like(h0), tf.zeros_like(projected[0]), tf.zeros_like(projected[0])))
+        return (d_x, dh0[0], weight_gradient(previous, d_inner),
+                tf.reduce_sum(d_inner, axis=[0, 1]))
+
+    return hs, grad
