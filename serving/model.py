@@ -129,10 +129,16 @@ class ExportedModel:
         alphabet is an error.
 
         Raises:
-            SettingError: the prime is too long, or has characters outside the alphabet.
+            SettingError: the prime is too long, is not valid Unicode, or has characters
+                outside the alphabet.
         """
         if max_prime is not None and len(prime) > max_prime:
             raise SettingError("prime", f"must be at most {max_prime} characters, got {len(prime)}")
+        try:  # JSON may carry a lone surrogate such as \ud800; the graph takes UTF-8 only
+            prime.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise SettingError("prime", f"is not valid Unicode text ({error.reason} at "
+                                        f"character {error.start})") from None
         unknown = [] if self.takes_any_prime else sorted(set(prime) - set(self.alphabet))
         if unknown:
             raise SettingError(

@@ -164,7 +164,8 @@ def test_poisoned_requests_among_concurrent_good_ones_over_http(server):
     hostile = [b'{"prime": "a", "length": 20, "top_k": 2147483648}',
                b'{"prime": "a", "length": 20, "top_p": 1e-46}',
                b'{"prime": "a", "length": 20, "temperature": NaN}',
-               b'{"prime": "a", "length": 20, "top_p": -Infinity}']
+               b'{"prime": "a", "length": 20, "top_p": -Infinity}',
+               b'{"prime": "a\\ud800", "length": 20}']  # valid JSON, but no UTF-8 for the graph
 
     async def crowd():
         async with httpx.AsyncClient(base_url=server["url"], timeout=60) as session:
@@ -175,7 +176,7 @@ def test_poisoned_requests_among_concurrent_good_ones_over_http(server):
             return await asyncio.gather(*good), await asyncio.gather(*bad)
 
     good, bad = asyncio.run(crowd())
-    assert [r.status_code for r in bad] == [422] * 8
+    assert [r.status_code for r in bad] == [422] * 10
     assert [r.status_code for r in good] == [200] * 24
     for i in (0, 13, 23):
         assert good[i].json()["samples"] == server["model"].sample("the", 20, seed=i)
@@ -195,6 +196,7 @@ def test_poisoned_requests_among_concurrent_good_ones_over_http(server):
     (b'{"seed": 9223372036854775808}', "seed"),
     (b'{"length": 1099511627776}', "length"),
     (b'{"length": 2000, "num_samples": 5}', "length"),  # length x num_samples > max_characters
+    (b'{"prime": "the \\udc80"}', "prime"),  # a lone surrogate: no UTF-8 for the graph
 ])
 def test_non_finite_and_huge_values_are_422(client, body, field):
     response = post_raw(client, body)
