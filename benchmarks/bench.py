@@ -223,8 +223,8 @@ def export_lstm(models_dir, tiny, name="lstm"):
 
 def sampling_rows(model, units, models_dir, effort):
     repeats, seconds, length = effort[0], effort[1], effort[2]
-    signature = tf.saved_model.load(str(next((Path(models_dir) / "lstm").iterdir())))
-    signature = signature.signatures["serving_default"]
+    loaded = tf.saved_model.load(str(next((Path(models_dir) / "lstm").iterdir())))
+    signature, score = loaded.signatures["serving_default"], loaded.signatures["score"]
 
     def export_call(streams):
         primes = tf.constant(["the "] * streams)
@@ -260,10 +260,22 @@ def sampling_rows(model, units, models_dir, effort):
     torch_speeds = {} if note else peers.torch_rates(
         {"one": ["sample", 1, units, len(ALPHABET)], "many": ["sample", 64, units, len(ALPHABET)]},
         repeats, seconds)
+    # Scoring reads a known text: one call of the model over the whole text, no loop per character.
+    text = ("the quick brown fox jumps over the lazy dog " * 200)[: 8 * length]
+
+    def score_call(texts):
+        return lambda: score(text=tf.constant([text] * texts))["bits"].numpy()
+
+    scored_one = rate(score_call(1), len(text), repeats, seconds)
+    scored_many = rate(score_call(64), 64 * len(text), repeats, seconds)
     return rows + [row(name, one, "chars/s", "torch nn.LSTM per-char loop, 1 stream",
                        torch_speeds.get("one"), target=2.0, note=note),
                    row(many_name, many, "chars/s", "torch nn.LSTM per-char loop, 64 streams",
-                       torch_speeds.get("many"), target=1.0, note=note)]
+                       torch_speeds.get("many"), target=1.0, note=note),
+                   row(f"score lstm export, 1 text of {len(text)} chars", scored_one, "chars/s",
+                       "sampling, 1 stream", one),
+                   row(f"score lstm export, 64 texts of {len(text)} chars", scored_many, "chars/s",
+                       "sampling, 64 streams", many)]
 
 
 def service_rows(models_dir, effort, length=100):

@@ -1,8 +1,9 @@
-"""The HTTP API over a model repository: list models, sample, stream, health, metrics.
+"""The HTTP API over a model repository: list models, sample, stream, score, health, metrics.
 
 TensorFlow never runs on the event loop: plain requests go to each model's
-micro-batcher thread, streams to a small thread pool of their own one chunk
-at a time, so `/healthz` answers at once however busy the models are.
+micro-batcher thread; streams, scoring and beam searches to a small thread
+pool of their own (streams one chunk at a time), so `/healthz` answers at
+once however busy the models are.
 Every request is checked completely before anything is queued, so a bad one
 fails alone.
 """
@@ -28,11 +29,13 @@ from serving.guard import Guard, SlowHeadersTimeout
 from serving.metrics import Metrics
 from serving.repository import ModelRepository
 from serving.settings import Limits, SettingError, Settings, new_seed
+from serving.stops import StopStream
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 # What one request may ask for by default (`charzoo serve --max-...` changes them).
-LIMITS = Limits(max_length=2000, max_samples=16, max_prime=4000, max_characters=32_000)
+LIMITS = Limits(max_length=2000, max_samples=16, max_prime=4000, max_characters=32_000,
+                max_text=20_000)
 
 
 class SampleRequest(BaseModel):
@@ -50,10 +53,24 @@ class SampleRequest(BaseModel):
     top_p: float = Field(Settings.top_p, description="nucleus mass, 1 = off")
     seed: int | None = Field(None, description="0 <= seed < 2**63; omitted: chosen and returned")
     num_samples: int = Field(Settings.num_samples)
+    stop: str | list[str] = Field([], description="a sample ends at the first of these it generates")
+    include_stop: bool = Field(Settings.include_stop, description="keep the stop string at the end")
+    beam_width: int = Field(Settings.beam_width, description="> 1: the most likely continuations "
+                                                             "by beam search (not random; no stream)")
     stream: bool = Field(False, description="answer as server-sent events")
 
     def settings(self):
-        return Settings(self.length, self.temperature, self.top_k, self.top_p, self.num_samples)
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+        return Settings(self.length, self.temperature, self.top_k, self.top_p, self.num_samples,
+                        stop, self.include_stop, self.beam_width)
+
+
+class ScoreRequest(BaseModel):
+    """A text to score."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    text: str = Field(description="the text; normalised as the model's training text was")
 
 
 def unprocessable(error):
@@ -95,6 +112,17 @@ def create_app(models_dir, limits=LIMITS, max_body=65_536, request_timeout=30.0,
     metrics = Metrics()
     repository = ModelRepository(models_dir, rescan_interval, max_batch_rows, metrics)
     stream_limiter = anyio.CapacityLimiter(stream_threads)
+
+    async def in_thread(work, deadline):
+        """`work()` on the stream threads; 504 once the deadline passes (the thread
+        finishes its call, but nobody waits for it)."""
+        try:
+            with anyio.fail_after(max(deadline - time.monotonic(), 0)):
+                return await anyio.to_thread.run_sync(work, limiter=stream_limiter,
+                                                      abandon_on_cancel=True)
+        except TimeoutError:
+            raise HTTPException(504, detail=f"the request took longer than {request_timeout:g} s "
+                                            "and was cancelled; ask for less, or try again") from None
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -161,13 +189,22 @@ def create_app(models_dir, limits=LIMITS, max_body=65_536, request_timeout=30.0,
             except SettingError as error:
                 raise unprocessable(error) from None
 
+        if body.stream and settings.beam_width > 1:
+            raise HTTPException(422, detail=[{"loc": ["body", "stream"], "type": "value_error",
+                                              "msg": "beam search cannot stream: its best text is "
+                                                     "known only at the end"}])
+        if settings.beam_width > 1:
+            model = get_model(name)
+            prime = checked(model)
+            texts, bits = await in_thread(lambda: model.beam_search(prime, settings), deadline)
+            return {"model": model.name, "version": model.version, "samples": texts, "bits": bits, "elapsed_ms": round((time.monotonic() - started) * 1000, 3)}
         if body.stream:
             model = get_model(name)
             chunks = model.chunks_of(checked(model), settings, seed, chunk=16)
             answer = {"model": model.name, "version": model.version, "seed": seed}
+            stops = StopStream(settings.num_samples, settings.stop, settings.include_stop)
             return StreamingResponse(
-                events(request, chunks, settings.num_samples, answer, started, deadline, stream_limiter,
-                       metrics),
+                events(request, chunks, stops, answer, started, deadline, stream_limiter, metrics),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
@@ -194,6 +231,22 @@ def create_app(models_dir, limits=LIMITS, max_body=65_536, request_timeout=30.0,
         return {"model": model.name, "version": model.version, "samples": samples, "seed": seed,
                 "elapsed_ms": round((time.monotonic() - started) * 1000, 3)}
 
+    @app.post("/v1/models/{name}:score")
+    async def score(name: str, body: ScoreRequest):
+        """Bits of surprise of each character of `text` (as the model read it), and in all."""
+        started = time.monotonic()
+        model = get_model(name)
+
+        def work():
+            try:
+                return model.score(body.text, limits)
+            except SettingError as error:
+                raise unprocessable(error) from None
+
+        scored = await in_thread(work, started + request_timeout)
+        return {"model": model.name, "version": model.version, **scored,
+                "elapsed_ms": round((time.monotonic() - started) * 1000, 3)}
+
     return app
 
 
@@ -204,29 +257,30 @@ async def disconnected(request):
         pass
 
 
-async def events(request, chunks, num_samples, answer, started, deadline, limiter, metrics):
+async def events(request, chunks, stops, answer, started, deadline, limiter, metrics):
     """Server-sent events: one `chunk` event per chunk, then `done` with the
     whole samples, or `error` if the deadline passes or generation fails;
-    stops generating as soon as the client goes away."""
-    samples = [""] * num_samples
+    stops generating as soon as the client goes away or every sample has met
+    a stop string (`stops`, a `serving.stops.StopStream`)."""
     while True:
         if time.monotonic() > deadline:
             yield f"event: error\ndata: {json.dumps({'detail': 'the deadline passed; stream ended'})}\n\n"
             return
         try:
-            chunk = await anyio.to_thread.run_sync(next, chunks, None, limiter=limiter)
+            piece = await anyio.to_thread.run_sync(next, chunks, None, limiter=limiter)
         except Exception as error:  # noqa: BLE001  (the 200 is sent: the stream must say it)
             log.exception("a stream of %s failed", answer["model"])
             yield f"event: error\ndata: {json.dumps({'detail': f'generation failed: {error}'})}\n\n"
             return
-        if chunk is None:
-            break
-        samples = [a + b for a, b in zip(samples, chunk)]
+        chunk = stops.finish() if piece is None else stops.feed(piece)
         metrics.characters.labels(answer["model"]).inc(sum(map(len, chunk)))
-        yield f"event: chunk\ndata: {json.dumps({'samples': chunk})}\n\n"
+        if any(chunk):
+            yield f"event: chunk\ndata: {json.dumps({'samples': chunk})}\n\n"
+        if piece is None or stops.all_stopped:
+            break
         if await request.is_disconnected():
             return
-    done = {**answer, "samples": samples,
+    done = {**answer, "samples": stops.texts,
             "elapsed_ms": round((time.monotonic() - started) * 1000, 3)}
     yield f"event: done\ndata: {json.dumps(done)}\n\n"
 

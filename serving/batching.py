@@ -8,6 +8,8 @@ import queue
 import threading
 import time
 
+from serving.stops import cut
+
 log = logging.getLogger(__name__)
 
 
@@ -177,13 +179,16 @@ class MicroBatcher:
         def answer_finished():
             start = 0
             for request in batch:
-                if request in pending and len(texts[0]) >= request.settings.length:
-                    settle(request.future, [t[: request.settings.length]
-                                            for t in texts[start : start + request.rows]])
-                    pending.remove(request)
-                    if self.metrics:
-                        self.metrics.characters.labels(self.model.name).inc(
-                            request.settings.length * request.rows)
+                s = request.settings
+                if request in pending:
+                    rows = [cut(t[: s.length], s.stop, s.include_stop)
+                            for t in texts[start : start + request.rows]]
+                    if len(texts[0]) >= s.length or all(stopped for _, stopped in rows):
+                        settle(request.future, [text for text, _ in rows])
+                        pending.remove(request)
+                        if self.metrics:
+                            self.metrics.characters.labels(self.model.name).inc(
+                                sum(len(text) for text, _ in rows))
                 start += request.rows
 
         answer_finished()  # length 0

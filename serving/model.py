@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from serving.settings import Limits, SettingError, Settings, check_seed, check_settings, new_seed
+from serving.stops import StopStream, cut
 
 # Characters per call of the export's `resume` signature when generating: between
 # calls a request whose client has gone, or whose deadline passed, is dropped.
@@ -30,6 +31,11 @@ class WithoutGradientWarnings(logging.Filter):
 
 for _logger in ("absl", "tensorflow"):
     logging.getLogger(_logger).addFilter(WithoutGradientWarnings())
+
+
+# The card's fields that say where a model came from (see `training.export`).
+LINEAGE = ("config", "parameters", "training_corpus", "steps", "checkpoint", "fine_tuned_from",
+           "versions")
 
 
 def bucket(rows):
@@ -102,9 +108,21 @@ class ExportedModel:
         except (tf.errors.OpError, OSError) as error:  # a bad copy, a checksum error, a missing file
             message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise ValueError(f"cannot load {self.path}: {message}") from None
-        self._generate = self._saved.signatures["generate"]
-        self._start = self._saved.signatures["start"]
-        self._resume = self._saved.signatures["resume"]
+        signatures = self._saved.signatures
+        self._generate = signatures["generate"]
+        self._start = signatures["start"]
+        self._resume = signatures["resume"]
+        self._score = signatures.get("score")
+        self._beam_search = signatures.get("beam_search")
+        # Exports older than stop strings have a `generate` without them.
+        self._takes_stops = "stop" in self._generate.structured_input_signature[1]
+        self._warm_up()
+
+    def _warm_up(self):
+        """Calls `generate` once: TensorFlow prepares a loaded function's graph on its
+        first call (~1 s), which the first merged batch, under a deadline, should not
+        wait for. (A first stream or score waits for its own function once.)"""
+        list(self.chunks([self.alphabet[0]], 1, [0.0], [0], [1.0], [0], [0]))
 
     def describe(self):
         """The public facts about the model, for listings."""
@@ -119,9 +137,11 @@ class ExportedModel:
             "state_size": card.get("state_size"),
             "created": card.get("created"),
             "metrics": {k: card.get(k) for k in ("valid_bpc", "test_bpc", "characters_seen")},
+            "can_score": self._score is not None,
+            "lineage": {k: card[k] for k in LINEAGE if k in card},
         }
 
-    def prepare(self, prime, max_prime=None):
+    def prepare(self, prime, max_prime=None, field="prime"):
         """The prime, once it is known that the model can read it.
 
         A model that normalises primes in its graph (like text8, if it was
@@ -133,16 +153,16 @@ class ExportedModel:
                 outside the alphabet.
         """
         if max_prime is not None and len(prime) > max_prime:
-            raise SettingError("prime", f"must be at most {max_prime} characters, got {len(prime)}")
+            raise SettingError(field, f"must be at most {max_prime} characters, got {len(prime)}")
         try:  # JSON may carry a lone surrogate such as \ud800; the graph takes UTF-8 only
             prime.encode("utf-8")
         except UnicodeEncodeError as error:
-            raise SettingError("prime", f"is not valid Unicode text ({error.reason} at "
+            raise SettingError(field, f"is not valid Unicode text ({error.reason} at "
                                         f"character {error.start})") from None
         unknown = [] if self.takes_any_prime else sorted(set(prime) - set(self.alphabet))
         if unknown:
             raise SettingError(
-                "prime", f"has characters outside the model's alphabet: {''.join(unknown)!r} "
+                field, f"has characters outside the model's alphabet: {''.join(unknown)!r} "
                 f"(alphabet: {self.alphabet!r})"
             )
         return prime
@@ -166,6 +186,9 @@ class ExportedModel:
         primes = column(primes, object, " ")
         if length <= chunk:  # one call of `generate` costs ~1.5 ms less than `start` + `resume`
             if length > 0:
+                if self._takes_stops:  # none: the server cuts at stops itself (`serving.stops`)
+                    settings.update(stop=tf.fill([rows + pad, 1], ""),
+                                    include_stop=tf.zeros([rows + pad], tf.bool))
                 out = self._generate(prime=primes, length=tf.constant(length), **settings)
                 yield [t.decode("utf-8") for t in out["text"].numpy()[:rows]]
             return
@@ -185,7 +208,43 @@ class ExportedModel:
         """
         check_seed(seed)
         check_settings(settings, len(self.alphabet), limits)
+        if settings.beam_width > 1 and self._beam_search is None:
+            raise SettingError("beam_width", "needs an export with beam search; re-export the model")
         return self.prepare(prime, limits.max_prime)
+
+    def beam_search(self, prime, settings):
+        """The `settings.num_samples` most likely continuations of a checked prime by
+        beam search of `settings.beam_width` (each cut at its first stop string), and
+        the surprisal in bits of each whole continuation found."""
+        out = self._beam_search(prime=tf.constant([prime]), length=tf.constant(settings.length),
+                                beam_width=tf.constant(settings.beam_width))
+        texts = [cut(t.decode("utf-8"), settings.stop, settings.include_stop)[0]
+                 for t in out["text"].numpy()[0, : settings.num_samples]]
+        return texts, [float(b) for b in out["bits"].numpy()[0, : settings.num_samples]]
+
+    def score(self, text, limits=Limits()):
+        """How surprised the model is by each character of `text`.
+
+        Returns:
+            dict: `text` (as the model read it, normalised if it normalises),
+            `surprisal` (bits, one per character), `bits`, `bpc`, `characters`.
+
+        Raises:
+            SettingError: the export cannot score, or the text is empty, too long
+                or has characters outside the alphabet.
+        """
+        if self._score is None:
+            raise SettingError("text", "cannot be scored: this export has no `score` signature; "
+                                       "re-export the model")
+        if limits.max_text is not None and len(text) > limits.max_text:
+            raise SettingError("text", f"must be at most {limits.max_text} characters, got {len(text)}")
+        out = self._score(text=tf.constant([self.prepare(text, None, "text")]))
+        length = int(out["length"][0])
+        if length == 0:
+            raise SettingError("text", "has no characters the model reads (after normalisation)")
+        return {"text": out["text"][0].numpy().decode("utf-8"),
+                "surprisal": [round(float(b), 4) for b in out["surprisal"][0, :length]],
+                "bits": float(out["bits"][0]), "bpc": float(out["bpc"][0]), "characters": length}
 
     def chunks_of(self, prime, settings, seed, chunk=CHUNK):
         """`chunks` for `settings.num_samples` samples of one checked prime."""
@@ -194,26 +253,36 @@ class ExportedModel:
                            [settings.top_k] * n, [settings.top_p] * n, [seed] * n, range(n), chunk)
 
     def sample(self, prime="", length=Settings.length, temperature=Settings.temperature,
-               top_k=Settings.top_k, top_p=Settings.top_p, seed=0, num_samples=Settings.num_samples):
-        """`num_samples` continuations of `prime` (sample `i` of `seed` each).
+               top_k=Settings.top_k, top_p=Settings.top_p, seed=0, num_samples=Settings.num_samples,
+               stop=Settings.stop, include_stop=Settings.include_stop, beam_width=Settings.beam_width):
+        """`num_samples` continuations of `prime` (sample `i` of `seed` each, or the
+        most likely ones by beam search), each ending at its first stop string.
 
         Raises:
             SettingError: a setting is out of range or the prime cannot be read.
         """
-        settings = Settings(length, temperature, top_k, top_p, num_samples)
-        texts = [""] * num_samples
-        for piece in self.chunks_of(self.check(prime, settings, seed), settings, seed):
-            texts = [a + b for a, b in zip(texts, piece)]
-        return texts
+        settings = Settings(length, temperature, top_k, top_p, num_samples, tuple(stop), include_stop,
+                            beam_width)
+        prime = self.check(prime, settings, seed)
+        if settings.beam_width > 1:
+            return self.beam_search(prime, settings)[0]
+        stops = StopStream(settings.num_samples, settings.stop, settings.include_stop)
+        for piece in self.chunks_of(prime, settings, seed):
+            stops.feed(piece)
+            if stops.all_stopped:
+                break
+        return stops.texts
 
 
 def sample(model_dir, prime="", length=Settings.length, temperature=Settings.temperature,
-           top_k=Settings.top_k, top_p=Settings.top_p, seed=None, num_samples=Settings.num_samples):
+           top_k=Settings.top_k, top_p=Settings.top_p, seed=None, num_samples=Settings.num_samples,
+           **settings):
     """Samples from an export; what `charzoo sample` runs.
 
     Args:
         model_dir: a version directory or a `<name>/` directory (newest version).
         seed: int, or None for a random one.
+        settings: `stop`, `include_stop`, `beam_width` (see `serving.settings.Settings`).
 
     Returns:
         (samples, seed): list of str, and the seed used.
@@ -224,4 +293,4 @@ def sample(model_dir, prime="", length=Settings.length, temperature=Settings.tem
     """
     seed = new_seed() if seed is None else int(seed)
     model = ExportedModel(model_dir)
-    return model.sample(prime, length, temperature, top_k, top_p, seed, num_samples), seed
+    return model.sample(prime, length, temperature, top_k, top_p, seed, num_samples, **settings), seed

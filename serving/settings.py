@@ -22,6 +22,9 @@ class Settings:
     top_k: int = 0  # keep the k most likely characters; 0 = off
     top_p: float = 1.0  # keep the smallest set of characters holding this mass; 1 = off
     num_samples: int = 1  # samples of the same prime
+    stop: tuple = ()  # a sample ends at the first of these strings it generates
+    include_stop: bool = False  # keep that string at the end of the sample (else cut before it)
+    beam_width: int = 1  # > 1: the most likely continuations by beam search, not samples
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +35,9 @@ class Limits:
     max_samples: int | None = None  # most `num_samples`
     max_prime: int | None = None  # longest prime, in characters before normalisation
     max_characters: int | None = None  # most `length * num_samples`
+    max_text: int | None = None  # longest text to score, in characters before normalisation
+
+MAX_STOPS, MAX_STOP_LENGTH, MAX_BEAM_WIDTH = 8, 100, 16
 
 
 class SettingError(ValueError):
@@ -63,6 +69,15 @@ def check_settings(settings, alphabet_size=None, limits=Limits()):
     most = min(limits.max_samples or 2**20, 2**20)
     if not 1 <= settings.num_samples <= most:
         raise SettingError("num_samples", f"must be between 1 and {most}, got {settings.num_samples}")
+    if len(settings.stop) > MAX_STOPS or not all(0 < len(s) <= MAX_STOP_LENGTH for s in settings.stop):
+        raise SettingError("stop", f"must be at most {MAX_STOPS} strings of 1 to {MAX_STOP_LENGTH} "
+                                   f"characters, got {list(settings.stop)!r}"[:300])
+    if not 1 <= settings.beam_width <= MAX_BEAM_WIDTH:
+        raise SettingError("beam_width", f"must be between 1 (off) and {MAX_BEAM_WIDTH}, "
+                                         f"got {settings.beam_width}")
+    if settings.beam_width > 1 and settings.num_samples > settings.beam_width:
+        raise SettingError("num_samples", f"must be at most beam_width ({settings.beam_width}) "
+                                          f"with beam search, got {settings.num_samples}")
     total = settings.length * settings.num_samples
     if limits.max_characters is not None and total > limits.max_characters:
         raise SettingError("length", f"* num_samples must be <= {limits.max_characters}, got {total}")

@@ -3,11 +3,14 @@
 import json
 import math
 
+import pytest
+
 from benchmarks import bench
 
 KEYS = {"name", "value", "unit", "peer", "peer_value", "ratio", "target", "met"}
 
 
+@pytest.mark.slow  # ~50 s: the harness's training rows; `charzoo bench --quick` runs them for real
 def test_tiny_run_rows_are_consistent():
     result = bench.run(quick=True, tiny=True, sections=("train", "pipeline"))
     json.dumps(result)

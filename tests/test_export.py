@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 import zoo
+from serving.stops import cut
 from training.export import SIGNATURES, export_model, export_run
 
 ALPHABET = " abcdefghijklmnopqrstuvwxyz"
@@ -60,7 +61,7 @@ def test_model_card(run):
     assert card["alphabet"] == ALPHABET and card["normalize"] == "text8"
     assert card["config"]["model"]["units"] == 16 and card["state_size"] == 32
     assert card["valid_bpc"] == 4.7 and card["test_bpc"] == 4.75 and card["characters_seen"] == 1234
-    assert card["training_corpus"] == "builtin" and card["tensorflow_version"] == tf.__version__
+    assert card["training_corpus"] == {"name": "builtin"} and card["tensorflow_version"] == tf.__version__
     assert card["created"].endswith("+00:00") and card["signatures"] == SIGNATURES
 
 
@@ -107,15 +108,76 @@ def test_seeded_text_is_reproducible_and_rows_differ(run):
 
 def test_rows_with_different_primes_match_their_single_runs(run):
     primes = ["ab", "hello there", "", "x"]
-    generator = run["loaded"].signatures["generate"]
-    together = generator(prime=tf.constant(primes), length=tf.constant(25),
-                         temperature=tf.fill([4], 1.0), top_k=tf.zeros([4], tf.int32),
-                         top_p=tf.ones([4]), seed=tf.fill([4], tf.constant(3, tf.int64)),
-                         index=tf.zeros([4], tf.int32))["text"].numpy()
+    together = generate_rows(run["loaded"], primes, 25, seed=3)
     for prime, text in zip(primes, together):
-        assert generate(run["loaded"], [prime], length=25, seed=3) == [text.decode()]
+        assert generate(run["loaded"], [prime], length=25, seed=3) == [text]
     # An empty prime reads a space.
-    assert together[2].decode() == generate(run["loaded"], [" "], length=25, seed=3)[0]
+    assert together[2] == generate(run["loaded"], [" "], length=25, seed=3)[0]
+
+
+def generate_rows(loaded, primes, length, seed, stops=None, include_stop=False):
+    rows = len(primes)
+    out = loaded.signatures["generate"](
+        prime=tf.constant(primes), length=tf.constant(length), temperature=tf.fill([rows], 1.0),
+        top_k=tf.zeros([rows], tf.int32), top_p=tf.ones([rows]),
+        seed=tf.fill([rows], tf.constant(seed, tf.int64)), index=tf.zeros([rows], tf.int32),
+        stop=tf.constant(stops or [[""]] * rows), include_stop=tf.fill([rows], include_stop))
+    return [t.decode() for t in out["text"].numpy()]
+
+
+@pytest.mark.parametrize("include_stop", [False, True])
+def test_generation_ends_at_the_first_stop_string(run, include_stop):
+    primes = ["the", "a", "b", "c"]
+    stops = [["qu", "zz"], ["", ""], ["x", "y"], ["neverneverx", ""]]
+    free = generate_rows(run["loaded"], primes, 700, seed=4)  # three chunks
+    ended = generate_rows(run["loaded"], primes, 700, seed=4, stops=stops, include_stop=include_stop)
+    for text, row, got in zip(free, stops, ended):
+        assert got == cut(text, row, include_stop)[0]
+    assert ended[1] == free[1] and len(ended[3]) == 700  # no stop, or none generated
+    assert len(ended[2]) < 50  # x or y come soon in an untrained model's text
+
+
+def test_scores_are_the_models_surprisal_and_add_up_over_pieces(run):
+    score = run["loaded"].signatures["score"]
+    whole = score(text=tf.constant(["Hello, World 2"]))
+    assert whole["text"].numpy()[0].decode() == "hello world two "  # normalised in the graph
+    assert int(whole["length"][0]) == 16
+    # The first character is predicted after a space; each next one from the step signature.
+    ids = [ALPHABET.index(c) for c in " hello world two "]
+    logits = run["loaded"].signatures["step"](ids=tf.constant([ids]), state=tf.zeros([1, 32]))["logits"]
+    expected = -tf.nn.log_softmax(logits[0, :-1]).numpy()[np.arange(16), ids[1:]] / np.log(2)
+    np.testing.assert_allclose(whole["surprisal"][0], expected, rtol=1e-4)
+    np.testing.assert_allclose(whole["bits"][0], expected.sum(), rtol=1e-4)
+    np.testing.assert_allclose(whole["bpc"][0], expected.mean(), rtol=1e-4)
+    first = score(text=tf.constant(["hello wo"]))
+    second = run["loaded"].signatures["score_from"](text=tf.constant(["rld two "]), state=first["state"],
+                                                    last_ids=first["last_ids"])
+    np.testing.assert_allclose(np.concatenate([first["surprisal"][0], second["surprisal"][0]]), expected,
+                               rtol=1e-4)
+
+
+def test_beam_search_finds_the_most_likely_continuation_of_a_constructed_model(tmp_path):
+    """An Arch 1 whose logits depend only on the last character: a known Markov chain.
+    After "a", "b" is likelier than "c", but "b" leads anywhere and "c" to "c"."""
+    size = len(ALPHABET)
+    probabilities = np.full((size, size), 1.0 / size)
+    a, b, c = (ALPHABET.index(x) for x in "abc")
+    probabilities[a] = 0.001
+    probabilities[a, b], probabilities[a, c] = 0.5, 0.4
+    probabilities[c] = 0.002
+    probabilities[c, c] = 0.95
+    table = np.log(probabilities / probabilities.sum(1, keepdims=True))
+    model = zoo.presets.build("arch1", vocabulary_size=size, units=size, combine="add")
+    kernel, recurrent, bias, output, output_bias = model.get_weights()
+    model.set_weights([table + 20.0, np.zeros_like(recurrent), np.zeros_like(bias), np.eye(size),
+                       np.zeros_like(output_bias)])  # ReLU of table + 20 is table + 20
+    loaded = tf.saved_model.load(str(export_model(model, ALPHABET, {}, tmp_path, "chain", xla=False)))
+    out = loaded.signatures["beam_search"](prime=tf.constant(["a"]), length=tf.constant(2),
+                                           beam_width=tf.constant(3))
+    best = out["text"].numpy()[0, 0].decode()
+    assert best == "cc"
+    assert generate(loaded, ["a"], length=2, temperature=0.0)[0][0] == "b"  # greedy takes the bait
+    np.testing.assert_allclose(out["bits"][0, 0], -(table[a, c] + table[c, c]) / np.log(2), rtol=1e-4)
 
 
 @pytest.mark.parametrize("preset, feedback", [("lstm", None), ("arch2", "sample"), ("arch2", "probs")])
@@ -168,7 +230,8 @@ import tensorflow as tf
 f = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
 out = f(prime=tf.constant(["the cat", "the cat"]), length=tf.constant(40), temperature=tf.constant(1.0),
         top_k=tf.constant(0), top_p=tf.constant(1.0), seed=tf.constant(5, tf.int64))
-print(json.dumps([t.decode() for t in out["text"].numpy()]))
+scored = tf.saved_model.load(sys.argv[1]).signatures["score"](text=tf.constant(["The cat."]))
+print(json.dumps([[t.decode() for t in out["text"].numpy()], float(scored["bpc"][0])]))
 """
 
 
@@ -177,5 +240,6 @@ def test_loads_and_samples_without_the_project(run, tmp_path):
                             cwd=tmp_path, capture_output=True, text=True, timeout=120,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 0, result.stderr[-2000:]
-    texts = json.loads(result.stdout.strip().splitlines()[-1])
+    texts, bpc = json.loads(result.stdout.strip().splitlines()[-1])
     assert texts == generate(run["loaded"], ["the cat", "the cat"], length=40, seed=5)
+    assert bpc == pytest.approx(float(run["loaded"].signatures["score"](text=tf.constant(["the cat "]))["bpc"][0]))

@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from training import config as configuration
 from training import data
@@ -137,6 +138,22 @@ def test_cli_trains_and_evaluates_the_builtin_corpus(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["split"] == "test" and result["characters"] > 10_000
     assert 0 < result["bpc"] < math.log2(27)
+    # The export scores the split as `eval` does: as 128 streams, each reading its first
+    # character and scoring the rest, one text per stream.
+    test_ids = data.load("builtin").test
+    length = (len(test_ids) - 1) // 128
+    streams = test_ids[: 128 * length + 1]
+    alphabet = " abcdefghijklmnopqrstuvwxyz"
+    scored = tf.saved_model.load(f"{run}/export/arch1/1").signatures["score_from"](
+        text=tf.constant(["".join(alphabet[i] for i in streams[s * length + 1 : (s + 1) * length + 1])
+                          for s in range(128)]),
+        state=tf.zeros([128, 32]), last_ids=tf.constant(streams[: 128 * length : length], tf.int32))
+    assert int(tf.reduce_sum(scored["length"])) == result["characters"]
+    assert float(tf.reduce_sum(scored["bits"])) / result["characters"] == pytest.approx(result["bpc"], abs=1e-3)
+    test_text = data.load("builtin").decode(test_ids)
+    assert main(["score", f"{run}/export/arch1", "--text", test_text[:500], "--json"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    assert cli["characters"] == 500 and len(cli["surprisal"]) == 500 and 0 < cli["bpc"] < math.log2(27)
     assert main(["sample", f"{run}/export/arch1", "--prime", "the ", "--length", "30", "--seed", "5",
                  "--num-samples", "2"]) == 0
     samples = capsys.readouterr().out.splitlines()
@@ -149,6 +166,8 @@ def test_cli_trains_and_evaluates_the_builtin_corpus(tmp_path, capsys):
     (["train", "arch1", "--batch-size", "0", "--data", "builtin"], "batch_size must be positive"),
     (["train", "arch1", "--data", "/no/such/file"], "no corpus at"),
     (["eval", "/no/such/run"], "not a run directory"),
+    (["score", "/no/such/model", "--text", "a"], "neither an exported model"),
+    (["score", "/no/such/model", "--file", "/no/such/file"], "cannot read /no/such/file"),
 ])
 def test_cli_user_errors_are_one_line(argv, message, capsys, tmp_path):
     assert main(argv + (["--run-dir", str(tmp_path / "r")] if argv[0] == "train" else [])) == 2
@@ -156,7 +175,8 @@ def test_cli_user_errors_are_one_line(argv, message, capsys, tmp_path):
     assert message in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
+# SIGINT takes the same handler (`loop.stop_requests`); one real process is enough for CI.
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)])
 def test_a_signal_checkpoints_before_exiting(tmp_path, signal_number):
     run = tmp_path / "run"
     command = [sys.executable, "-m", "training.cli", "train", "arch1", "--data", "builtin",
@@ -174,3 +194,16 @@ def test_a_signal_checkpoints_before_exiting(tmp_path, signal_number):
     assert f"{signal.Signals(signal_number).name}: checkpoint saved" in output
     steps = int(output.split("checkpoint saved at step ")[1].split(";")[0])
     assert steps > 0 and (run / "checkpoints" / "checkpoint").exists()
+
+
+def test_a_terminal_sees_the_scored_text_shaded_by_surprisal():
+    import io
+
+    from rich.console import Console
+
+    from training.cli import print_heat_map
+
+    out = io.StringIO()
+    print_heat_map("ab", [0.0, 8.0], Console(file=out, force_terminal=True, color_system="truecolor"))
+    shown = out.getvalue()
+    assert "48;2;255;255;255ma" in shown and "48;2;255;64;64mb" in shown  # white, then red

@@ -72,6 +72,12 @@ def test_page_streams_a_sample(browser, url):
                           json={"prime": "Once upon a time", "temperature": 0, "length": 120}).json()
     assert shown == expected["samples"][0] and len(shown) == 120
     assert browser.find_element(By.ID, "prime-echo").text == "Once upon a time"
+    # With a stop string, the stream ends before it.
+    stop = shown[40:42]
+    fill(browser, "stop-at", stop)
+    browser.find_element(By.ID, "generate").click()
+    wait.until(lambda b: status(b).startswith("done"))
+    assert browser.find_element(By.ID, "text").get_attribute("textContent") == shown[: shown.index(stop)]
 
 
 def test_page_shows_request_errors(browser, url):
@@ -87,3 +93,25 @@ def test_page_shows_request_errors(browser, url):
 def test_page_needs_no_external_assets(url):
     page = httpx.get(url + "/").text
     assert "<script src" not in page and "http://" not in page and "https://" not in page
+
+
+def test_page_scores_a_text_as_a_heat_map(browser, url):
+    browser.get(url + "/")
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda b: status(b) == "ready")
+    assert not browser.find_element(By.ID, "score").is_displayed()
+    browser.find_element(By.ID, "mode-score").click()
+    assert browser.find_element(By.ID, "score").is_displayed()
+    assert not browser.find_element(By.ID, "generate").is_displayed()
+    fill(browser, "prime", "The cat, 2 mice")
+    browser.find_element(By.ID, "score").click()
+    wait.until(lambda b: "bits per character" in status(b))
+    expected = httpx.post(f"{url}/v1/models/alpha:score", json={"text": "The cat, 2 mice"}).json()
+    spans = browser.find_elements(By.CSS_SELECTOR, "#heat span")
+    assert "".join(s.get_attribute("textContent") for s in spans) == expected["text"] == "the cat two mice"
+    assert [s.get_attribute("title") for s in spans] == [f"{b:.2f} bits" for b in expected["surprisal"]]
+    assert all(s.value_of_css_property("background-color").startswith("rgba(255,") for s in spans)
+    assert f"{expected['bpc']:.3f}" in status(browser)
+    fill(browser, "prime", "")  # nothing to score: the server's 422, shown
+    browser.find_element(By.ID, "score").click()
+    wait.until(lambda b: "no characters" in status(b))

@@ -80,3 +80,36 @@ def test_per_row_settings_and_xla_agree_with_eager(logits):
     compiled = tf.function(sampling.sample, jit_compile=True)(*args).numpy()
     np.testing.assert_array_equal(eager, compiled)
     assert eager[0] == np.argmax(logits[0]) and eager[3] == np.argmax(logits[3])
+
+
+# A Markov chain on 3 characters in which greedy decoding is not the most likely:
+# after 0, 1 is likelier than 2, but every continuation of 1 is unlikely.
+CHAIN = np.log(np.array([[0.0001, 0.55, 0.4499], [1 / 3, 1 / 3, 1 / 3], [0.01, 0.01, 0.98]]))
+
+
+def chain_step(ids, state):
+    return tf.gather(tf.constant(CHAIN, tf.float32), ids), state
+
+
+def beam(width, length=2, last=(0,)):
+    last = tf.constant(last, tf.int32)
+    ids, log_probability = sampling.beam_search(chain_step, tf.zeros([len(last), 1]), last,
+                                                tf.constant(length), tf.constant(width))
+    return ids.numpy(), log_probability.numpy()
+
+
+def test_beam_search_finds_what_greedy_misses():
+    ids, log_probability = beam(width=2)
+    np.testing.assert_array_equal(ids[0, 0], [2, 2])  # 0.4499 * 0.98 = 0.44 > 0.55 * 1/3
+    np.testing.assert_allclose(log_probability[0, 0], np.log(0.4499 * 0.98), rtol=1e-5)
+    greedy, _ = beam(width=1)
+    np.testing.assert_array_equal(greedy[0, 0], [1, 0])  # ties break to the lowest id
+
+
+def test_a_wide_beam_lists_every_continuation_in_order():
+    ids, log_probability = beam(width=9, length=2, last=(0, 2))
+    for row, first in enumerate((0, 2)):
+        exact = sorted(((CHAIN[first, a] + CHAIN[a, b], (a, b)) for a in range(3) for b in range(3)),
+                       reverse=True)
+        np.testing.assert_allclose(log_probability[row], [p for p, _ in exact], rtol=1e-5)
+        assert {tuple(i) for i in ids[row]} == {c for _, c in exact}

@@ -94,6 +94,13 @@ def test_text8_normalisation_and_strict_alphabets(client):
     ({"prime": 5}, "prime"),
     ({"seed": -1}, "seed"),
     ({"lenght": 5}, "lenght"),
+    ({"stop": [""]}, "stop"),
+    ({"stop": ["a"] * 9}, "stop"),
+    ({"stop": 3}, "stop"),
+    ({"beam_width": 0}, "beam_width"),
+    ({"beam_width": 17}, "beam_width"),
+    ({"beam_width": 2, "num_samples": 3}, "num_samples"),
+    ({"beam_width": 2, "stream": True}, "stream"),
 ])
 def test_bad_input_is_422_naming_the_field(client, body, field):
     response = post(client, prime="a", **{"length": 5, **body}) if "prime" not in body else post(client, **body)
@@ -200,3 +207,58 @@ def test_the_bench_load_generator_counts_answers_and_errors(server):
     assert len(latencies) == 8 and errors == 0 and 0 < max(latencies) <= wall
     latencies, errors, _ = asyncio.run(loadgen.requests(port, "/v1/models/nope:sample", 2, 2, 5))
     assert latencies == [] and errors == 4
+
+
+def test_samples_end_at_stop_strings_alike_in_plain_and_streamed_answers(client):
+    free = post(client, prime="the ", length=400, num_samples=3, seed=8).json()["samples"]
+    for include in (False, True):
+        settings = {"prime": "the ", "length": 400, "num_samples": 3, "seed": 8, "stop": ["e", "qq"],
+                    "include_stop": include}
+        plain = post(client, **settings).json()["samples"]
+        assert plain == [text[: text.index("e") + include] for text in free]  # "qq" does not come first
+        events = read_events(post(client, stream=True, **settings))
+        joined = ["".join(p) for p in zip(*[d["samples"] for e, d in events if e == "chunk"])]
+        assert joined == plain == events[-1][1]["samples"]
+    assert post(client, prime="x", length=30, seed=1, stop="zzzz").json()["samples"][0] == \
+        post(client, prime="x", length=30, seed=1).json()["samples"][0]
+
+
+def test_beam_search_answers_the_most_likely_continuations(client):
+    # The strict model: text8 normalisation would merge the spaces an untrained model likes.
+    body = post(client, "strict", prime="the ", length=12, beam_width=4, num_samples=2).json()
+    assert len(body["samples"]) == 2 and body["bits"][0] <= body["bits"][1]
+    greedy = post(client, "strict", prime="the ", length=12, temperature=0).json()["samples"][0]
+    scored = [score(client, "the " + text, "strict")["bits"] - score(client, "the ", "strict")["bits"]
+              for text in (body["samples"][0], greedy)]
+    assert scored[0] == pytest.approx(body["bits"][0], rel=1e-3) and scored[0] <= scored[1] + 1e-3
+
+
+def score(client, text, name="tiny"):
+    response = client.post(f"/v1/models/{name}:score", json={"text": text})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_score_answers_the_surprisal_of_each_character(client, server):
+    body = score(client, "Hello, World!")
+    assert body["text"] == "hello world " and body["characters"] == 12 == len(body["surprisal"])
+    assert body["bits"] == pytest.approx(sum(body["surprisal"]), abs=1e-2)
+    assert body["bpc"] == pytest.approx(body["bits"] / 12)
+    direct = serving_model.ExportedModel(server["models_dir"] / "tiny").score("Hello, World!")
+    assert direct["surprisal"] == body["surprisal"]
+    assert client.get("/v1/models/tiny").json()["can_score"] is True
+
+
+@pytest.mark.parametrize("name, body, status, says", [
+    ("strict", {"text": "Hello"}, 422, "outside the model's alphabet"),
+    ("tiny", {"text": ",,"}, 200, ""),  # one space
+    ("tiny", {"text": ""}, 422, "no characters"),
+    ("tiny", {"text": "a" * (LIMITS.max_text + 1)}, 422, f"at most {LIMITS.max_text}"),
+    ("tiny", {"text": "a" * 70_000}, 413, ""),  # over the body limit
+    ("tiny", {"text": 5}, 422, "string"),
+    ("tiny", {"txt": "a"}, 422, ""),
+    ("nope", {"text": "a"}, 404, "no model"),
+])
+def test_bad_score_requests_fail_alone_and_clearly(client, name, body, status, says):
+    response = client.post(f"/v1/models/{name}:score", json=body)
+    assert response.status_code == status and says in response.text

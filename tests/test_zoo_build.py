@@ -12,6 +12,9 @@ def test_zoo_build_trains_exports_indexes_and_resumes(tmp_path, capsys):
     for row in rows:
         assert (models / row["name"] / "1" / "saved_model.pb").exists()
         assert row["steps"] == 6 and 0 < row["valid_bpc"] < 6 and row["parameters"] > 0
+        card = json.loads((models / row["name"] / "1" / "assets" / "model.json").read_text())
+        assert (row["valid_bpc"], row["parameters"]) == (card["valid_bpc"], card["parameters"])
+        assert row["checkpoint"] == f"{card['checkpoint']['which']} (step {card['checkpoint']['step']})"
     index = json.loads((models / "index.json").read_text())
     assert index["corpus"] == "builtin" and len(index["models"]) == 2
     assert "| arch1 | arch1 |" in (models / "index.md").read_text()

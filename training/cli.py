@@ -42,7 +42,7 @@ def cmd_models(args):
 
 
 TRAINING_FLAGS = ("data", "normalize", "batch_size", "unrollings", "learning_rate", "steps", "epochs",
-                  "max_time", "seed", "strategy")
+                  "max_time", "seed", "strategy", "init_from")
 
 
 def training_overrides(args):
@@ -67,7 +67,7 @@ def cmd_train(args):
                 raise UserError(f"{run_dir} holds a {values['preset']} run; choose another --run-dir")
             config = configuration.override(values, training_overrides(args))
         else:  # new, or a run that never reached a checkpoint: nothing to keep
-            config = configuration.resolve(args.preset, training_overrides(args))
+            config = configuration.resolve(args.preset, with_source_defaults(training_overrides(args)))
         print(f"charzoo: training {config.preset} into {run_dir} on {config.data}", flush=True)
         metrics = train(config, run_dir)
     except (ValueError, data.DataError, TrainingError) as error:
@@ -81,6 +81,19 @@ def cmd_train(args):
               f"validation {metrics['valid_bpc']:.3f} bpc, test {metrics['test_bpc']:.3f} bpc "
               f"(uniform {metrics['uniform_bpc']:.3f})")
     return None
+
+
+def with_source_defaults(overrides):
+    """With `--init-from`, the source's model and normalisation unless the command line sets them."""
+    if not overrides.get("init_from"):
+        return overrides
+    from training import finetune
+
+    source = finetune.find_source(overrides["init_from"])
+    merged = {**overrides, "model": {**source.model, **overrides.get("model", {})}}
+    if source.normalize and "normalize" not in overrides:
+        merged["normalize"] = source.normalize
+    return merged
 
 
 def cmd_eval(args):
@@ -112,7 +125,7 @@ def cmd_export(args):
     from training.export import export_run
 
     try:
-        path = export_run(Path(args.run), args.out, args.name)
+        path = export_run(Path(args.run), args.out, args.name, args.which)
     except ValueError as error:
         raise UserError(str(error)) from None
     except OSError as error:
@@ -129,6 +142,8 @@ def cmd_sample(args):
 
     # Flags left out are absent from `args`, so the defaults stay `Settings`'s alone.
     settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(Settings) if hasattr(args, f.name)}
+    if "stop" in settings:
+        settings["stop"] = tuple(settings["stop"])
     try:
         samples, seed = sample(args.model, args.prime, seed=args.seed, **settings)
     except (ValueError, OSError) as error:
@@ -136,6 +151,38 @@ def cmd_sample(args):
     for text in samples:
         print(args.prime + text)
     print(f"(seed {seed})", file=sys.stderr)
+
+
+def cmd_score(args):
+    from serving.model import ExportedModel
+
+    try:
+        text = args.text if args.file is None else Path(args.file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read {args.file}: {getattr(error, 'strerror', None) or error}") from None
+    try:
+        scored = ExportedModel(args.model).score(text)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    if args.json:
+        print(json.dumps(scored))
+        return
+    if sys.stdout.isatty():
+        print_heat_map(scored["text"], scored["surprisal"])
+    print(f"{scored['bpc']:.4f} bits per character over {scored['characters']:,} characters "
+          f"({scored['bits']:,.1f} bits)")
+
+
+def print_heat_map(text, surprisal, console=None):
+    """The text on a background from white (expected) to red (8 bits or more of surprise)."""
+    from rich.console import Console
+    from rich.text import Text
+
+    shaded = Text()
+    for char, bits in zip(text, surprisal):
+        level = round(255 - 191 * min(bits, 8.0) / 8.0)  # as the page shades it
+        shaded.append(char, style=f"black on rgb(255,{level},{level})")
+    (console or Console(highlight=False)).print(shaded)
 
 
 SERVICE_OPTIONS = ("max_body", "request_timeout", "body_timeout", "stream_threads", "rescan_interval")
@@ -213,6 +260,9 @@ def build_parser():
     train.add_argument("--seed", type=int)
     train.add_argument("--strategy", choices=["none", "mirrored", "multiworker"],
                        help="tf.distribute: all local devices, or workers from TF_CONFIG")
+    train.add_argument("--init-from", metavar="RUN_OR_EXPORT",
+                       help="start from the weights of a run or export (fine-tuning): its model, "
+                            "alphabet and normalisation; a fresh optimizer, cursor and schedule")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="any config field, or model.ARGUMENT (repeatable)")
     train.set_defaults(handler=cmd_train)
@@ -228,6 +278,8 @@ def build_parser():
     export.add_argument("run", help="run directory")
     export.add_argument("--out", help="models directory (default RUN/export)")
     export.add_argument("--name", help="model name (default the preset)")
+    export.add_argument("--which", choices=["best", "last"], default="best",
+                        help="the best validation's weights (default) or the last ones")
     export.set_defaults(handler=cmd_export)
 
     sample = commands.add_parser("sample", help="sample from an exported model")
@@ -239,7 +291,22 @@ def build_parser():
     sample.add_argument("--top-p", type=float, default=argparse.SUPPRESS, help="1.0 (default) is off")
     sample.add_argument("--seed", type=int, help="default: random, printed to stderr")
     sample.add_argument("--num-samples", type=int, default=argparse.SUPPRESS)
+    sample.add_argument("--stop", action="append", default=argparse.SUPPRESS, metavar="TEXT",
+                        help="end a sample at the first of these it generates (repeatable)")
+    sample.add_argument("--include-stop", action="store_true", default=argparse.SUPPRESS,
+                        help="keep the stop text at the end of the sample")
+    sample.add_argument("--beam-width", type=int, default=argparse.SUPPRESS,
+                        help="> 1: the most likely continuations by beam search, not samples")
     sample.set_defaults(handler=cmd_sample)
+
+    score = commands.add_parser("score", help="how surprised an exported model is by a text")
+    score.add_argument("model", help="an export: MODELS/NAME or MODELS/NAME/VERSION")
+    source = score.add_mutually_exclusive_group(required=True)
+    source.add_argument("--text", help="the text to score")
+    source.add_argument("--file", help="a UTF-8 file to score")
+    score.add_argument("--json", action="store_true",
+                       help="one JSON object: text, surprisal per character, bits, bpc")
+    score.set_defaults(handler=cmd_score)
 
     zoo = commands.add_parser("zoo", help="the saved zoo").add_subparsers(dest="action", required=True)
     build = zoo.add_parser("build", help="train and export every preset into one models directory")
@@ -270,6 +337,8 @@ def build_parser():
     limits.add_argument("--max-prime", type=int, help="longest prime, in characters (default 4000)")
     limits.add_argument("--max-characters", type=int,
                         help="most length x num_samples per request (default 32000)")
+    limits.add_argument("--max-text", type=int,
+                        help="longest text to score, in characters (default 20000)")
     limits.add_argument("--max-body", type=int, help="largest request body, bytes (default 65536)")
     limits.add_argument("--request-timeout", type=float,
                         help="seconds before a request is cancelled with 504 (default 30)")

@@ -41,6 +41,7 @@ class Config:
     sample_prime: str = "the "  # prime of the samples logged at each validation
     sample_length: int = 200  # characters of those samples
     export: bool = True  # write a SavedModel to <run>/export when training ends
+    init_from: str | None = None  # a run directory or export whose weights a new run starts from
     strategy: str = "none"  # tf.distribute strategy: none, mirrored or multiworker (TF_CONFIG)
 
     def to_json(self):

@@ -6,6 +6,7 @@ the signatures of `training.generator` and a model card in
 """
 
 import datetime
+import importlib.metadata
 import json
 import os
 import shutil
@@ -82,14 +83,15 @@ def export_model(model, alphabet, card, models_dir, name, xla=None):
     model_dir.mkdir(parents=True, exist_ok=True)
 
     generator = Generator(model, alphabet, card.get("normalize"), xla)
-    signatures = {name: getattr(generator, name) for name in SIGNATURES}
+    root = tf.Module()  # the saved object: the model's variables, under `model`
+    root.model = model
     remove_stale_exports(model_dir)
     staging = Path(tempfile.mkdtemp(prefix=f".export-{os.getpid()}-", dir=model_dir))
     try:
         # The export is for inference: without its loops' custom gradients, each of
         # which TensorFlow registers for good on every load, a hot-reloaded LSTM-512
         # version costs the server ~30 MB for good instead of ~110 (tf#40171).
-        tf.saved_model.save(generator, str(staging), signatures=signatures,
+        tf.saved_model.save(root, str(staging), signatures=generator.signatures(),
                             options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
         full_card = {
             **card,
@@ -121,21 +123,25 @@ def export_model(model, alphabet, card, models_dir, name, xla=None):
         raise
 
 
-def export_run(run_dir, models_dir=None, name=None):
-    """Exports the final model of a training run directory.
+def export_run(run_dir, models_dir=None, name=None, which="best"):
+    """Exports a finished training run's best (or last) weights, with their lineage.
 
     Args:
         run_dir: a finished run (`config.json`, `alphabet.json`, `model.keras`,
             and `metrics.json` for the card's figures).
         models_dir: the model repository; default `<run_dir>/export`.
         name: the model's name; default the run's preset name.
+        which: `"best"` (the best validation's weights; the last if the run
+            kept no best) or `"last"` (the final weights).
 
     Returns:
         Path of the new version directory.
 
     Raises:
-        ValueError: the run directory is missing or incomplete.
+        ValueError: the run directory is missing or incomplete, or `which` is unknown.
     """
+    import keras
+
     import zoo  # noqa: F401  (registers CharLM and its layers for loading)
 
     run = RunDir(run_dir)
@@ -144,18 +150,35 @@ def export_run(run_dir, models_dir=None, name=None):
         raise ValueError(f"{run.path} is not a training run: {missing[0]} is missing")
     config, alphabet = run.config_values(), run.alphabet()
     metrics = run.metrics() or {}
+    model = run.load_model()  # the final model; the best weights are loaded into it
+    checkpoint = run.load_weights(model, which)
+    # The figures of the weights exported: the best's, or the last's.
+    figures = metrics.get("best") if checkpoint["which"] == "best" else metrics
     preset = config.get("preset") or config.get("model", {}).get("family", "model")
     card = {
         "name": name or preset,
         "preset": preset,
         "config": config,
+        "parameters": model.count_params(),
         "normalize": alphabet.get("normalize"),
-        "training_corpus": metrics.get("corpus") or config.get("data"),
+        "training_corpus": metrics.get("training_corpus") or {"name": metrics.get("corpus") or config.get("data")},
+        "steps": metrics.get("steps"),
         "characters_seen": metrics.get("characters_seen"),
-        "valid_bpc": metrics.get("valid_bpc"),
-        "test_bpc": metrics.get("test_bpc"),
+        "checkpoint": checkpoint,
+        "valid_bpc": (figures or {}).get("valid_bpc"),
+        "test_bpc": (figures or {}).get("test_bpc"),
+        "fine_tuned_from": run.lineage(),
         "metrics": metrics,
         "run_dir": str(run.path.resolve()),
+        "versions": {"charzoo": charzoo_version(), "tensorflow": tf.__version__,
+                     "keras": keras.__version__},
     }
-    return export_model(run.load_model(), alphabet["alphabet"], card,
+    return export_model(model, alphabet["alphabet"], card,
                         models_dir if models_dir is not None else run.exports, name or preset)
+
+
+def charzoo_version():
+    try:
+        return importlib.metadata.version("charzoo")
+    except importlib.metadata.PackageNotFoundError:
+        return None  # run from a checkout that was never installed

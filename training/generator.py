@@ -6,9 +6,11 @@ carries, so that loading it needs neither `zoo` nor `training`:
 - `serving_default(prime, length, temperature, top_k, top_p, seed)` ->
   `{"text"}`: `length` characters after each prime; row `b` is sample
   number `b` of `seed`, so repeating a prime gives different samples.
-- `generate(prime, length, temperature, top_k, top_p, seed, index)` ->
-  `{"text"}`: the same with per-row settings and sample numbers, so a server
-  can merge requests into one batch and each row draws what it would alone.
+- `generate(prime, length, temperature, top_k, top_p, seed, index, stop,
+  include_stop)` -> `{"text"}`: the same with per-row settings and sample
+  numbers, so a server can merge requests into one batch and each row draws
+  what it would alone; a row ends at the first of its `stop` strings to be
+  generated (`""` is none), cut before it or, with `include_stop`, after it.
 - `start(prime)` -> `{"state", "last_ids"}`: reads the primes.
 - `resume(state, last_ids, length, temperature, top_k, top_p, seed, index,
   offset)` -> `{"text", "state", "last_ids"}`: `length` more characters; a
@@ -28,6 +30,7 @@ alphabet fails with an InvalidArgument error naming them.
 import tensorflow as tf
 
 from training.data import normalize_text8_tensor
+from training.scoring import first_stop, surprisal
 from zoo import sampling
 
 # Most characters generated per call of the compiled inner loop; each call
@@ -36,7 +39,7 @@ from zoo import sampling
 CHUNK = 256
 
 
-class Generator(tf.Module):
+class Generator:
     """The graph side of an export: reads primes and samples, all in TensorFlow.
 
     Args:
@@ -48,7 +51,6 @@ class Generator(tf.Module):
     """
 
     def __init__(self, model, alphabet, normalize=None, xla=None):
-        super().__init__(name="generator")
         if normalize not in (None, "text8"):
             raise ValueError(f"unknown normalization {normalize!r}; valid: 'text8' or None")
         self.model = model
@@ -57,11 +59,15 @@ class Generator(tf.Module):
         self.chars = tf.constant(list(alphabet))
         self.start_id = alphabet.index(" ") if " " in alphabet else 0
         self.uses_xla = xla is not False and self._xla_compiles()
-        self._chunk = tf.function(self._chunk_impl, jit_compile=self.uses_xla)
+        self._chunk = tf.function(self._chunk_impl, jit_compile=self.uses_xla, autograph=False)
+        # Parts of several signatures, as functions of their own: traced once, not once per signature.
+        self._read = tf.function(self._read, autograph=False)
+        self._score = tf.function(self._score, autograph=False)
+        self._generate = tf.function(self.generate, input_signature=SPECS["generate"], autograph=False)
 
     def _xla_compiles(self):
         try:
-            tf.function(self._chunk_impl, jit_compile=True)(
+            tf.function(self._chunk_impl, jit_compile=True, autograph=False)(
                 *self._chunk_example(), tf.constant(0), tf.constant(CHUNK)
             )
             return True
@@ -88,19 +94,24 @@ class Generator(tf.Module):
         )
         return tf.transpose(ids.stack()), state, last
 
-    def _to_ids(self, prime):
-        """Strings `[batch]` -> ids `[batch, time]` padded, lengths `[batch]` (>= 1)."""
-        if self.normalize == "text8":
-            prime = normalize_text8_tensor(prime)
-        chars = tf.strings.unicode_split(prime, "UTF-8")
+    def _normalized(self, text):
+        return normalize_text8_tensor(text) if self.normalize == "text8" else text
+
+    def _ids(self, text):
+        """Normalised strings `[batch]` -> ragged ids `[batch, (time)]`."""
+        chars = tf.strings.unicode_split(text, "UTF-8")
         matches = tf.equal(chars.flat_values[:, None], self.chars[None, :])
         known = tf.reduce_any(matches, axis=-1)
         unknown = tf.unique(tf.boolean_mask(chars.flat_values, tf.logical_not(known)))[0]
         tf.debugging.Assert(
             tf.reduce_all(known),
-            ["prime has characters outside the alphabet:", tf.strings.reduce_join(unknown, separator=" ")],
+            ["text has characters outside the alphabet:", tf.strings.reduce_join(unknown, separator=" ")],
         )
-        ids = chars.with_flat_values(tf.argmax(tf.cast(matches, tf.int32), axis=-1, output_type=tf.int32))
+        return chars.with_flat_values(tf.argmax(tf.cast(matches, tf.int32), axis=-1, output_type=tf.int32))
+
+    def _to_ids(self, prime):
+        """Strings `[batch]` -> ids `[batch, time]` padded, lengths `[batch]` (>= 1)."""
+        ids = self._ids(self._normalized(prime))
         # An empty prime reads one start character instead.
         empty = ids.row_lengths() == 0
         start = tf.RaggedTensor.from_row_lengths(
@@ -131,75 +142,127 @@ class Generator(tf.Module):
         )
         return state, tf.gather(ids, lengths - 1, axis=1, batch_dims=1)
 
-    def _resume(self, state, last, length, temperature, top_k, top_p, seed, index, offset):
+    def _resume(self, state, last, length, temperature, top_k, top_p, seed, index, offset,
+                stop=None, include_stop=None):
         tf.debugging.assert_non_negative(length, message="length must be >= 0")
         tf.debugging.assert_non_negative(temperature, message="temperature must be >= 0")
         tf.debugging.assert_positive(top_p, message="top_p must be in (0, 1]")
         tf.debugging.assert_less_equal(top_p, 1.0, message="top_p must be in (0, 1]")
-        # At least one chunk (all of it inactive if length is 0) so the stack has a shape.
+        # At least one chunk (all of it inactive if length is 0).
         chunks = tf.maximum((length + CHUNK - 1) // CHUNK, 1)
-        pieces = tf.TensorArray(tf.int32, size=chunks, element_shape=[None, CHUNK])
+        batch = tf.shape(last)[0]
 
-        def body(c, state, last, pieces):
+        def body(c, state, last, text, stopped):
             ids, state, last = self._chunk(state, last, temperature, top_k, top_p, seed, index,
                                            offset + c * CHUNK, length - c * CHUNK)
-            return c + 1, state, last, pieces.write(c, ids)
+            text += tf.strings.reduce_join(tf.gather(self.chars, ids[:, :length - c * CHUNK]), axis=-1)
+            if stop is not None:  # a batch ends early once every row has met a stop
+                stopped = self._first_stop(text, stop)[0] >= 0
+            return c + 1, state, last, text, stopped
 
-        _, state, last, pieces = tf.while_loop(
-            lambda c, *_: c < chunks, body, (tf.constant(0), state, last, pieces)
-        )
-        ids = tf.reshape(tf.transpose(pieces.stack(), [1, 0, 2]), [tf.shape(last)[0], -1])
-        text = tf.strings.reduce_join(tf.gather(self.chars, ids[:, :length]), axis=-1)
+        _, state, last, text, _ = tf.while_loop(
+            lambda c, *rest: (c < chunks) & ~tf.reduce_all(rest[-1]),
+            body, (tf.constant(0), state, last, tf.fill([batch], ""), tf.zeros([batch], tf.bool)))
+        if stop is not None:
+            start, end = self._first_stop(text, stop)
+            cut = tf.where(start < 0, length, tf.where(include_stop, end, start))
+            text = tf.strings.substr(text, tf.zeros_like(cut), cut, unit="UTF8_CHAR")
         return text, state, last
 
-    @tf.function(input_signature=[
-        tf.TensorSpec([None], tf.string, "prime"), tf.TensorSpec([], tf.int32, "length"),
-        tf.TensorSpec([], tf.float32, "temperature"), tf.TensorSpec([], tf.int32, "top_k"),
-        tf.TensorSpec([], tf.float32, "top_p"), tf.TensorSpec([], tf.int64, "seed"),
-    ])
+    @staticmethod
+    def _first_stop(text, stop):
+        """`scoring.first_stop`, skipped (no row stops) when no row has a stop string."""
+        none = tf.fill(tf.shape(text), -1)
+        return tf.cond(tf.reduce_any(tf.strings.length(stop) > 0), lambda: first_stop(text, stop),
+                       lambda: (none, none))
+
+    def _score(self, text, state, last):
+        text = self._normalized(text)
+        ids = self._ids(text)
+        lengths = tf.cast(ids.row_lengths(), tf.int32)
+        bits, state, last = surprisal(self.model, ids.to_tensor(), lengths, state, last)
+        total = tf.reduce_sum(bits, axis=1)
+        return {"text": text, "surprisal": bits, "length": lengths, "bits": total,
+                "bpc": tf.math.divide_no_nan(total, tf.cast(lengths, tf.float32)),
+                "state": state, "last_ids": last}
+
     def serving_default(self, prime, length, temperature, top_k, top_p, seed):
         batch = tf.shape(prime)[:1]
-        return self.generate(prime, length, tf.fill(batch, temperature), tf.fill(batch, top_k),
-                             tf.fill(batch, top_p), tf.fill(batch, seed), tf.range(batch[0]))
+        return self._generate(prime, length, tf.fill(batch, temperature), tf.fill(batch, top_k),
+                             tf.fill(batch, top_p), tf.fill(batch, seed), tf.range(batch[0]),
+                             tf.fill([batch[0], 1], ""), tf.zeros(batch, tf.bool))
 
-    @tf.function(input_signature=[
-        tf.TensorSpec([None], tf.string, "prime"), tf.TensorSpec([], tf.int32, "length"),
-        tf.TensorSpec([None], tf.float32, "temperature"), tf.TensorSpec([None], tf.int32, "top_k"),
-        tf.TensorSpec([None], tf.float32, "top_p"), tf.TensorSpec([None], tf.int64, "seed"),
-        tf.TensorSpec([None], tf.int32, "index"),
-    ])
-    def generate(self, prime, length, temperature, top_k, top_p, seed, index):
+    def generate(self, prime, length, temperature, top_k, top_p, seed, index, stop, include_stop):
         state, last = self._read(prime)
-        text, _, _ = self._resume(state, last, length, temperature, top_k, top_p, seed, index, 0)
+        text, _, _ = self._resume(state, last, length, temperature, top_k, top_p, seed, index, 0,
+                                  stop, include_stop)
         return {"text": text}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, "prime")])
     def start(self, prime):
         state, last = self._read(prime)
         return {"state": state, "last_ids": last}
 
-    @tf.function(input_signature=[
-        tf.TensorSpec([None, None], tf.float32, "state"), tf.TensorSpec([None], tf.int32, "last_ids"),
-        tf.TensorSpec([], tf.int32, "length"),
-        tf.TensorSpec([None], tf.float32, "temperature"), tf.TensorSpec([None], tf.int32, "top_k"),
-        tf.TensorSpec([None], tf.float32, "top_p"), tf.TensorSpec([None], tf.int64, "seed"),
-        tf.TensorSpec([None], tf.int32, "index"), tf.TensorSpec([], tf.int32, "offset"),
-    ])
     def resume(self, state, last_ids, length, temperature, top_k, top_p, seed, index, offset):
         text, state, last = self._resume(state, last_ids, length, temperature, top_k, top_p,
                                          seed, index, offset)
         return {"text": text, "state": state, "last_ids": last}
 
-    @tf.function(input_signature=[
-        tf.TensorSpec([None, None], tf.int32, "ids"), tf.TensorSpec([None, None], tf.float32, "state"),
-    ])
+    def score(self, text):
+        batch = tf.shape(text)[0]
+        return self._score(text, tf.zeros([batch, self.state_size]), tf.fill([batch], self.start_id))
+
+    def score_from(self, text, state, last_ids):
+        return self._score(text, state, last_ids)
+
+    def beam_search(self, prime, length, beam_width):
+        tf.debugging.assert_non_negative(length, message="length must be >= 0")
+        tf.debugging.assert_positive(beam_width, message="beam_width must be >= 1")
+        state, last = self._read(prime)
+
+        def step(ids, state):
+            logits, state = self.model([ids[:, None], state], training=False)
+            return tf.nn.log_softmax(logits[:, -1]), state
+
+        ids, log_probability = sampling.beam_search(step, state, last, length, beam_width)
+        text = tf.strings.reduce_join(tf.gather(self.chars, ids), axis=-1)
+        return {"text": text, "bits": -log_probability / tf.math.log(2.0)}
+
     def step(self, ids, state):
         logits, state = self.model([ids, state], training=False)
         return {"logits": logits, "state": state}
 
-    @tf.function(input_signature=[tf.TensorSpec([], tf.int32, "batch_size")])
     def initial_state(self, batch_size):
         return {"state": tf.zeros([batch_size, self.state_size])}
 
 
-SIGNATURES = ["serving_default", "generate", "start", "resume", "step", "initial_state"]
+    def signatures(self):
+        """Every signature, as `{name: tf.function}` for `tf.saved_model.save`.
+
+        Made here, not as decorated methods, so that saving traces each one once (a
+        tf.function attribute of a saved object is traced again for the object graph).
+        Traced without AutoGraph: the code writes its loops and conditions as ops."""
+        return {name: self._generate if name == "generate" else
+                tf.function(getattr(self, name), input_signature=specs, autograph=False)
+                for name, specs in SPECS.items()}
+
+
+S = tf.TensorSpec
+ROW_SETTINGS = [S([None], tf.float32, "temperature"), S([None], tf.int32, "top_k"),
+                S([None], tf.float32, "top_p"), S([None], tf.int64, "seed"), S([None], tf.int32, "index")]
+STATE = [S([None, None], tf.float32, "state"), S([None], tf.int32, "last_ids")]
+# Each signature's inputs, in the order of its method's arguments.
+SPECS = {
+    "serving_default": [S([None], tf.string, "prime"), S([], tf.int32, "length"),
+                        S([], tf.float32, "temperature"), S([], tf.int32, "top_k"),
+                        S([], tf.float32, "top_p"), S([], tf.int64, "seed")],
+    "generate": [S([None], tf.string, "prime"), S([], tf.int32, "length"), *ROW_SETTINGS,
+                 S([None, None], tf.string, "stop"), S([None], tf.bool, "include_stop")],
+    "start": [S([None], tf.string, "prime")],
+    "resume": [*STATE, S([], tf.int32, "length"), *ROW_SETTINGS, S([], tf.int32, "offset")],
+    "score": [S([None], tf.string, "text")],
+    "score_from": [S([None], tf.string, "text"), *STATE],
+    "beam_search": [S([None], tf.string, "prime"), S([], tf.int32, "length"), S([], tf.int32, "beam_width")],
+    "step": [S([None, None], tf.int32, "ids"), S([None, None], tf.float32, "state")],
+    "initial_state": [S([], tf.int32, "batch_size")],
+}
+SIGNATURES = list(SPECS)

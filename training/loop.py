@@ -9,14 +9,14 @@ import time
 
 import tensorflow as tf
 
-from training import data
+from training import data, finetune
 from training.batches import Windows
 from training.config import Config
 from training.diagnostics import gradient_flow, spectral_radii
 from training.distribute import (DistributedTrainer, is_chief, make_checkpoints, make_strategy,
                                  scratch_dir)
 from training.export import export_run
-from training.run_dir import CheckpointMismatch, RunDir, RunDirError, build_model
+from training.run_dir import BestCheckpoint, CheckpointMismatch, RunDir, RunDirError, build_model
 from training.step import Trainer, make_optimizer, sample_text, set_seed
 from training.tensorboard import TensorBoardLogger
 
@@ -81,10 +81,14 @@ def stop_requests():
             signal.signal(s, old)
 
 
-def validate(trainer, corpus, config, logger, step, final=False):
+def validate(trainer, corpus, config, logger, step, best, final=False):
+    """Validates, logs, and keeps the weights if they are the best yet (periodic
+    validations all score the same first `eval_characters`, so they compare)."""
     metrics = trainer.evaluate(corpus.valid, config.eval_streams,
                                max_characters=None if final else config.eval_characters)
     logger.log_validation(step, metrics["loss"], metrics["bpc"])
+    if not final and best.offer(step, metrics["bpc"]):
+        logger.log_best(step, metrics["bpc"])
     text = sample_text(trainer.model, corpus.alphabet, config.sample_prime, config.sample_length,
                        seed=config.seed)
     logger.log_sample(step, config.sample_prime, text)
@@ -104,6 +108,25 @@ def log_diagnostics(trainer, windows, state, logger, step):
     logger.log_gradient_flow(step, norms, spectral_radii(trainer.model))
 
 
+def choose_best(config, corpus, best, step, last):
+    """The final verdict on the best weights, over the whole validation split: the
+    best periodic validation's, if they beat the last ones (`last`: their valid and
+    test BPC), else the last. Returns `{"step", "valid_bpc", "test_bpc"}` of the
+    weights that `best` then holds."""
+    record = best.record()
+    if record is not None and record["step"] != step:
+        model = build_model(config, len(corpus.alphabet))
+        BestCheckpoint(best.directory, model).restore()
+        candidate = Trainer(model, make_optimizer(config), config.clip_norm)
+        valid = candidate.evaluate(corpus.valid, config.eval_streams)["bpc"]
+        if valid < last["valid_bpc"]:
+            best.write_record(record["step"], valid)  # the whole split's figure from now on
+            return {"step": record["step"], "valid_bpc": valid,
+                    "test_bpc": candidate.evaluate(corpus.test, config.eval_streams)["bpc"]}
+    best.save(step, last["valid_bpc"])
+    return {"step": step, **last}
+
+
 def train(config: Config, run_dir, corpus=None):
     """Trains (or resumes) the run in `run_dir`; returns its final metrics."""
     # First: MultiWorkerMirroredStrategy must exist before TensorFlow's runtime starts.
@@ -111,6 +134,13 @@ def train(config: Config, run_dir, corpus=None):
     chief = is_chief(strategy)  # only the chief writes the run; other workers write to scratch
     run = RunDir(run_dir)
     corpus = corpus or data.load(config.data, config.normalize)
+    if config.init_from:  # read in the source model's alphabet (kept in alphabet.json once started)
+        try:
+            alphabet = (run.alphabet()["alphabet"] if run.has_alphabet()
+                        else finetune.find_source(config.init_from).alphabet)
+        except RunDirError as error:
+            raise TrainingError(str(error)) from None
+        corpus = data.remap(corpus, alphabet)
     check_resume(run, config, corpus)
     set_seed(config.seed)
     windows = Windows(corpus.train, config.batch_size, config.unrollings)
@@ -137,6 +167,15 @@ def train(config: Config, run_dir, corpus=None):
     target = total_steps(config, len(windows))
     if restored and target is not None and int(position) >= target and (finished := run.metrics()):
         return {**finished, "finished": True}
+    if not restored and config.init_from:
+        try:
+            source = finetune.find_source(config.init_from)
+            finetune.check_model(source, config.preset, config.model)
+            written.write_lineage(finetune.load_weights(source, model))
+        except RunDirError as error:
+            raise TrainingError(str(error)) from None
+        print(f"charzoo: starting from the weights of {source.path}", flush=True)
+    best = written.best(model)
     if restored:
         print(f"charzoo: resuming {run.path} from {restored} (step {int(position)})", flush=True)
     # Written only now: a run that failed to start leaves nothing that blocks a retry.
@@ -190,7 +229,7 @@ def train(config: Config, run_dir, corpus=None):
                 histograms_at = log_histograms(trainer, logger, inputs, targets, state, step)
             side_started = time.monotonic()
             if step % config.eval_every == 0:
-                validate(trainer, corpus, config, logger, step)
+                validate(trainer, corpus, config, logger, step, best)
                 log_diagnostics(trainer, windows, state, logger, step)
             if step % config.checkpoint_every == 0:
                 checkpoints.save(step)
@@ -206,9 +245,12 @@ def train(config: Config, run_dir, corpus=None):
               "to resume", flush=True)
         return {"interrupted": stop_reason, "steps": step}
     print(flush=True)
-    valid = validate(trainer, corpus, config, logger, step, final=True)
+    valid = validate(trainer, corpus, config, logger, step, best, final=True)
     log_diagnostics(trainer, windows, state, logger, step)
     test = trainer.evaluate(corpus.test, config.eval_streams)
+    best_weights = choose_best(config, corpus, best, step,
+                               {"valid_bpc": valid["bpc"], "test_bpc": test["bpc"]})
+    logger.log_best(best_weights["step"], best_weights["valid_bpc"], final_step=step)
     metrics = {
         "steps": step,
         "stopped_by": stop_reason,
@@ -222,6 +264,9 @@ def train(config: Config, run_dir, corpus=None):
         "test_characters": test["characters"],
         "uniform_bpc": math.log2(len(corpus.alphabet)),
         "corpus": corpus.name,
+        "training_corpus": corpus.facts(),
+        "best": best_weights,  # the weights `charzoo export` exports by default
+        "fine_tuned_from": written.lineage(),
     }
     logger.log_hparams(hparams(config), {"valid_bpc": valid["bpc"], "test_bpc": test["bpc"]})
     logger.close()

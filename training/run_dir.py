@@ -1,7 +1,9 @@
 """A run directory, and the only code that reads or writes its files.
 
     config.json     the run's Config             alphabet.json  its corpus's alphabet
+    fine_tuned_from.json  the run or export whose weights it started from (--init-from)
     checkpoints/    weights, optimizer, cursor   metrics.json   final metrics (a finished run)
+    best/           the weights of the best validation so far, and best.json saying which
     model.keras     the final model              logs/          TensorBoard (written by tensorboard.py)
     export/         SavedModels (written by export.py)
 """
@@ -19,7 +21,7 @@ from zoo import presets
 # What a resumed run cannot change: its checkpoints hold weights, optimizer slots,
 # carried state and a cursor of these shapes and this corpus. Limits, schedules,
 # logging and export settings may change.
-FIXED = ("preset", "model", "batch_size", "unrollings", "optimizer", "data", "normalize")
+FIXED = ("preset", "model", "batch_size", "unrollings", "optimizer", "data", "normalize", "init_from")
 
 
 class RunDirError(ValueError):
@@ -60,6 +62,7 @@ class RunDir:
     def __init__(self, path):
         self.path = Path(path)
         self.checkpoint_dir = self.path / "checkpoints"
+        self.best_dir = self.path / "best"
         self.logs = self.path / "logs"
         self.exports = self.path / "export"
 
@@ -99,6 +102,17 @@ class RunDir:
     def write_alphabet(self, corpus):
         write_json(self.path / "alphabet.json", alphabet_record(corpus))
 
+    def has_alphabet(self):
+        return (self.path / "alphabet.json").is_file()
+
+    def lineage(self):
+        """Where the run's first weights came from (`--init-from`), or None."""
+        path = self.path / "fine_tuned_from.json"
+        return read_json(path) if path.is_file() else None
+
+    def write_lineage(self, facts):
+        write_json(self.path / "fine_tuned_from.json", facts)
+
     def metrics(self):
         """The final metrics of a finished run, or None."""
         path = self.path / "metrics.json"
@@ -130,6 +144,37 @@ class RunDir:
 
     def checkpoints(self, keep, **objects):
         return Checkpoints(self.checkpoint_dir, keep, **objects)
+
+    def best(self, model):
+        return BestCheckpoint(self.best_dir, model)
+
+    def load_weights(self, model, which="best"):
+        """Loads the weights `export` and `--init-from` mean into `model`; returns
+        `{"which": "best" | "last", "step": int or None}`.
+
+        `"best"` is the best validation's checkpoint, or the final model if the
+        run has none (runs made before best checkpoints were kept); `"last"` the
+        final model (`model.keras`).
+
+        Raises:
+            RunDirError: `which` is unknown, or the weights do not fit `model`.
+        """
+        if which not in ("best", "last"):
+            raise RunDirError(f"unknown checkpoint {which!r}; valid choices are: 'best', 'last'")
+        record = self.best(model).record() if which == "best" else None
+        metrics = self.metrics() or {}
+        if record is None and not (self.path / "model.keras").is_file():
+            raise RunDirError(f"{self.path} has no weights to use yet: neither a best checkpoint "
+                              "nor a final model.keras")
+        try:
+            if record:
+                self.best(model).restore()
+                return {"which": "best", "step": record["step"]}
+            model.set_weights(self.load_model().get_weights())
+        except (ValueError, tf.errors.OpError) as error:
+            raise RunDirError(f"the weights of {self.path} do not fit this model "
+                              f"({first_line(error)})") from None
+        return {"which": "last", "step": metrics.get("steps")}
 
 
 class Checkpoints:
@@ -169,6 +214,40 @@ class Checkpoints:
                 warnings.warn(f"checkpoint {path} is unreadable ({first_line(error)}); "
                               "trying the one before")
         return None
+
+
+class BestCheckpoint:
+    """The model weights of a run's best validation so far, with `best.json` naming
+    the step and its validation BPC (kept apart from the last checkpoints, which
+    roll over)."""
+
+    def __init__(self, directory, model):
+        self.directory = Path(directory)
+        self.checkpoint = tf.train.Checkpoint(model=model)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.directory), max_to_keep=1)
+
+    def record(self):
+        """`{"step", "valid_bpc"}` of the best checkpoint, or None."""
+        path = self.directory / "best.json"
+        return read_json(path) if path.is_file() and self.manager.latest_checkpoint else None
+
+    def offer(self, step, valid_bpc):
+        """Saves the model if `valid_bpc` is the best yet; returns whether it was."""
+        record = self.record()
+        if record is not None and record["valid_bpc"] <= valid_bpc:
+            return False
+        self.save(step, valid_bpc)
+        return True
+
+    def save(self, step, valid_bpc):
+        self.manager.save(checkpoint_number=step)
+        self.write_record(step, valid_bpc)
+
+    def write_record(self, step, valid_bpc):
+        write_json(self.directory / "best.json", {"step": step, "valid_bpc": valid_bpc})
+
+    def restore(self):
+        self.checkpoint.restore(self.manager.latest_checkpoint).expect_partial().assert_existing_objects_matched()
 
 
 def first_line(error):

@@ -172,6 +172,15 @@ class TensorBoardLogger:
             tf.summary.scalar("loss", loss)
             tf.summary.scalar("bpc", bpc)
 
+    def log_best(self, step, bpc, final_step=None):
+        """The best validation BPC so far (a step that improved on every earlier one);
+        at the end of a run (`final_step`), which step's weights are the best."""
+        with self.validation_writer.as_default(step=final_step or step):
+            tf.summary.scalar("best_bpc", bpc)
+            if final_step is not None:
+                tf.summary.text("best_checkpoint", f"the best weights are step {step:,}'s: "
+                                                   f"validation {bpc:.4f} bpc (exported by default)")
+
     def log_sample(self, step, prime, text):
         """A generated sample as text: the prime, then the text in a code block."""
         # A code block keeps the sample's line breaks and spaces, which

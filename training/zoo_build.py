@@ -6,11 +6,11 @@ from training import config as configuration
 from training import data
 from training.export import export_run
 from training.loop import train
-from training.run_dir import RunDir, build_model, write_json
+from training.run_dir import RunDir, read_json, write_json
 from zoo import presets
 
 COLUMNS = ["name", "family", "parameters", "valid_bpc", "test_bpc", "chars_per_second",
-           "steps", "characters_seen", "version"]
+           "steps", "characters_seen", "version", "checkpoint"]
 
 
 def build(models_dir, runs_dir, data_spec="text8", normalize=None, max_time=None, steps=None,
@@ -35,25 +35,24 @@ def build(models_dir, runs_dir, data_spec="text8", normalize=None, max_time=None
         if run.metrics() is None:
             print(f"charzoo: zoo build: training {name}", flush=True)
             train(config, run.path, corpus)
-        metrics = run.metrics()
         existing = sorted(int(p.name) for p in (models_dir / name).glob("[0-9]*")) if (
             models_dir / name).exists() else []
         version = existing[-1] if existing else int(export_run(run.path, models_dir, name).name)
-        rows.append({
-            "name": name,
-            "family": config.model["family"],
-            "parameters": build_model(config, len(corpus.alphabet)).count_params(),
-            "valid_bpc": metrics["valid_bpc"],
-            "test_bpc": metrics["test_bpc"],
-            "chars_per_second": metrics["chars_per_second"],
-            "steps": metrics["steps"],
-            "characters_seen": metrics["characters_seen"],
-            "version": version,
-        })
+        card = read_json(models_dir / name / str(version) / "assets" / "model.json")
+        rows.append(index_row(name, version, card))
     write_json(models_dir / "index.json", {"corpus": corpus.name, "normalize": corpus.normalize,
                                            "models": rows})
     (models_dir / "index.md").write_text(markdown_table(rows, corpus.name))
     return rows
+
+
+def index_row(name, version, card):
+    """A row of the index, from the export's model card: what was exported, not what was meant."""
+    return {"name": name, "family": card["family"], "parameters": card["parameters"],
+            "valid_bpc": card["valid_bpc"], "test_bpc": card["test_bpc"],
+            "chars_per_second": card["metrics"]["chars_per_second"], "steps": card["steps"],
+            "characters_seen": card["characters_seen"], "version": version,
+            "checkpoint": f"{card['checkpoint']['which']} (step {card['checkpoint']['step']:,})"}
 
 
 def markdown_table(rows, corpus_name):

@@ -112,3 +112,54 @@ def sample(logits, temperature, top_k, top_p, seed, index, step):
     gumbel = -tf.math.log(-tf.math.log(noise))
     drawn = tf.argmax(kept + gumbel, axis=-1, output_type=tf.int32)
     return tf.where(temperature > 0, drawn, greedy)
+
+
+def beam_search(step, state, last, length, width):
+    """The `width` most likely continuations of `length` characters, best first.
+
+    Exact for `width` >= the number of continuations; otherwise the usual
+    approximation: after each character only the `width` most likely prefixes
+    are kept. Width 1 is greedy decoding.
+
+    Args:
+        step: `step(ids, state) -> (log_probabilities, state)`, ids int32 `[n]`,
+            state float32 `[n, state_size]`, log-probabilities `[n, classes]`.
+        state: float32 `[batch, state_size]`, before reading `last`.
+        last: int32 `[batch]`, the character read next.
+        length: int32 scalar, characters to generate.
+        width: int32 scalar >= 1, prefixes kept.
+
+    Returns:
+        (ids int32 `[batch, width, length]`, log_probability float32 `[batch, width]`).
+    """
+    batch, state_size = tf.shape(last)[0], state.shape[-1]
+    state = tf.repeat(state, width, axis=0)
+    last = tf.repeat(last, width)
+    # Only the first copy of each row is live at the start, or every beam would be the same.
+    scores = tf.tile(tf.concat([[0.0], tf.fill([width - 1], -float("inf"))], 0)[None], [batch, 1])
+    chosen = tf.TensorArray(tf.int32, size=length, element_shape=[None, None])
+    parents = tf.TensorArray(tf.int32, size=length, element_shape=[None, None])
+
+    def body(t, state, last, scores, chosen, parents):
+        log_probabilities, state = step(last, state)
+        classes = tf.shape(log_probabilities)[-1]
+        total = scores[:, :, None] + tf.reshape(log_probabilities, [batch, width, classes])
+        scores, flat = tf.math.top_k(tf.reshape(total, [batch, -1]), k=width)
+        parent, last = flat // classes, flat % classes
+        state = tf.gather(tf.reshape(state, [batch, width, -1]), parent, batch_dims=1)
+        return (t + 1, tf.reshape(state, [batch * width, state_size]), tf.reshape(last, [-1]), scores,
+                chosen.write(t, last), parents.write(t, parent))
+
+    _, _, _, scores, chosen, parents = tf.while_loop(
+        lambda t, *_: t < length, body, (tf.constant(0), state, last, scores, chosen, parents))
+
+    # Walk back from the last character, following each beam's parents.
+    def back(t, beam, ids):
+        return (t - 1, tf.gather(parents.read(t), beam, batch_dims=1),
+                ids.write(t, tf.gather(chosen.read(t), beam, batch_dims=1)))
+
+    beams = tf.tile(tf.range(width)[None], [batch, 1])
+    ids = tf.TensorArray(tf.int32, size=length, element_shape=[None, None])
+    _, _, ids = tf.while_loop(lambda t, *_: t >= 0, back, (length - 1, beams, ids))
+    ids = tf.reshape(tf.transpose(ids.stack(), [1, 2, 0]), [batch, width, length])
+    return ids, scores
