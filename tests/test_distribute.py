@@ -89,6 +89,7 @@ def free_ports(count):
     return ports
 
 
+@pytest.mark.slow  # ~30 s: two processes; the mirrored test checks the distributed step's maths in CI
 def test_two_workers_train_to_completion(tmp_path):
     workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     run = tmp_path / "run"  # one directory, as on a shared filesystem
