@@ -15,6 +15,6 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/charzoo train arch1 --data builtin --max-time 150 --run-dir runs/quickstart
 
 test: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest -q --durations=15
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 .PHONY: install demo test

@@ -116,13 +116,19 @@ class ExportedModel:
         self._beam_search = signatures.get("beam_search")
         # Exports older than stop strings have a `generate` without them.
         self._takes_stops = "stop" in self._generate.structured_input_signature[1]
-        self._warm_up()
+        self.warm_up()
 
-    def _warm_up(self):
-        """Calls `generate` once: TensorFlow prepares a loaded function's graph on its
-        first call (~1 s), which the first merged batch, under a deadline, should not
-        wait for. (A first stream or score waits for its own function once.)"""
-        list(self.chunks([self.alphabet[0]], 1, [0.0], [0], [1.0], [0], [0]))
+    def warm_up(self, max_rows=1):
+        """Calls `generate` at every batch size a merged batch of up to `max_rows`
+        rows runs at (`bucket`). TensorFlow prepares a loaded function's graph on
+        its first call (~1 s), and an XLA-compiled export compiles each batch size
+        on its first call (~1.5 s each, on 2 cores): a merged batch under a deadline
+        should wait for neither. Exports without XLA need the first call only.
+        (A first stream or score waits for its own function once.)"""
+        sizes = sorted({bucket(rows) for rows in range(1, max_rows + 1)}) if self.card.get("xla") else [1]
+        for rows in sizes:
+            list(self.chunks([self.alphabet[0]] * rows, 1, [0.0] * rows, [0] * rows, [1.0] * rows,
+                             [0] * rows, [0] * rows))
 
     def describe(self):
         """The public facts about the model, for listings."""

@@ -100,6 +100,7 @@ def test_fine_tuning_starts_from_the_source_weights_and_records_it(source, corpu
     expected = float(tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(
         targets, logits, from_logits=True)))
     assert first_logged_loss(run / "logs") == (1, pytest.approx(expected, rel=1e-5))
+    assert optimizer_steps(run) == 4  # a fresh optimizer unless --init-optimizer asks
     lineage = metrics["fine_tuned_from"]
     assert lineage["path"] == str(source["run"].resolve()) and lineage["kind"] == "run"
     assert lineage["checkpoint"] == {"which": "best", "step": source["metrics"]["best"]["step"]}
@@ -110,6 +111,26 @@ def test_fine_tuning_starts_from_the_source_weights_and_records_it(source, corpu
     assert facts["kind"] == "export" and facts["checkpoint"] == card(source["best"])["checkpoint"]
     for a, b in zip(from_export.get_weights(), model.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def optimizer_steps(run):
+    return int(tf.train.load_checkpoint(str(run / "checkpoints")).get_tensor(
+        "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
+def test_fine_tuning_carries_the_optimizer_only_when_asked(source, corpus, tmp_path):
+    words = data.corpus_from_text("w", "a dog ran far " * 500, "text8")
+    carried = tmp_path / "carried"
+    metrics = train(small("arch1", steps=3, init_from=str(source["run"]), init_optimizer=True), carried, words)
+    assert optimizer_steps(carried) == optimizer_steps(source["run"]) + 3  # the schedule's clock goes on
+    assert metrics["fine_tuned_from"]["checkpoint"] == {"which": "last", "step": 40, "optimizer": True}
+    with pytest.raises(TrainingError, match="an export, which keeps no optimizer"):
+        train(small("arch1", steps=2, init_from=str(source["best"]), init_optimizer=True), tmp_path / "e", words)
+    with pytest.raises(TrainingError, match="trained with adam, this run with sgd"):
+        train(small("arch1", steps=2, init_from=str(source["run"]), init_optimizer=True, optimizer="sgd"),
+              tmp_path / "f", words)
+    with pytest.raises(ValueError, match="give --init-from"):
+        small("arch1", init_optimizer=True)
 
 
 def test_fine_tuning_refuses_what_the_source_cannot_read(source, tmp_path):

@@ -42,7 +42,7 @@ def cmd_models(args):
 
 
 TRAINING_FLAGS = ("data", "normalize", "batch_size", "unrollings", "learning_rate", "steps", "epochs",
-                  "max_time", "seed", "strategy", "init_from")
+                  "max_time", "seed", "strategy", "init_from", "init_optimizer")
 
 
 def training_overrides(args):
@@ -263,6 +263,9 @@ def build_parser():
     train.add_argument("--init-from", metavar="RUN_OR_EXPORT",
                        help="start from the weights of a run or export (fine-tuning): its model, "
                             "alphabet and normalisation; a fresh optimizer, cursor and schedule")
+    train.add_argument("--init-optimizer", action="store_const", const=True,
+                       help="with --init-from RUN: also carry its optimizer and step count, so the "
+                            "learning-rate schedule goes on where it stopped (weights of its last checkpoint)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="any config field, or model.ARGUMENT (repeatable)")
     train.set_defaults(handler=cmd_train)

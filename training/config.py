@@ -42,6 +42,7 @@ class Config:
     sample_length: int = 200  # characters of those samples
     export: bool = True  # write a SavedModel to <run>/export when training ends
     init_from: str | None = None  # a run directory or export whose weights a new run starts from
+    init_optimizer: bool = False  # with init_from a run: also its optimizer and step (schedule goes on)
     strategy: str = "none"  # tf.distribute strategy: none, mirrored or multiworker (TF_CONFIG)
 
     def to_json(self):
@@ -160,6 +161,8 @@ def check(config):
     for name in ("learning_rate", "clip_norm", "decay_rate"):
         if not getattr(config, name) > 0:
             raise ValueError(f"{name} must be positive, got {getattr(config, name)}")
+    if config.init_optimizer and not config.init_from:
+        raise ValueError("init_optimizer carries the optimizer of the --init-from run; give --init-from")
     for name in ("steps", "epochs", "max_time"):
         value = getattr(config, name)
         if value is not None and value < 0:

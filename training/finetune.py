@@ -1,7 +1,8 @@
 """Starting a run from the weights of another run or export (`charzoo train --init-from`).
 
 Only the weights come along: the optimizer, the data cursor, the carried state
-and the schedule start afresh, as for a new run. The new corpus is read in the
+and the schedule start afresh, as for a new run, unless `--init-optimizer` asks
+to carry a source run's optimizer (its moments and step count) too. The new corpus is read in the
 source's alphabet, so its ids mean what they meant to the source model.
 """
 
@@ -79,6 +80,36 @@ def load_weights(source, model):
     except (ValueError, AssertionError, tf.errors.OpError) as error:
         raise RunDirError(f"the weights of {source.path} do not fit this model ({first_line(error)})") from None
     return source.facts
+
+
+def load_optimizer(source, model, optimizer, optimizer_name):
+    """Loads the source run's last checkpoint into `model` and `optimizer`; returns
+    the facts the run records.
+
+    The weights come from the same checkpoint as the optimizer's moments (they
+    were accumulated for those weights), and its step count comes along, so the
+    learning-rate schedule continues from it.
+
+    Raises:
+        RunDirError: the source is an export, uses another optimizer, or has no
+            readable checkpoint that fits.
+    """
+    if source.kind != "run":
+        raise RunDirError(f"--init-optimizer: {source.path} is an export, which keeps no optimizer; "
+                          "give the run directory it was exported from")
+    run = RunDir(source.path)
+    theirs = run.config_values().get("optimizer")
+    if theirs != optimizer_name:
+        raise RunDirError(f"--init-optimizer: {source.path} trained with {theirs}, this run with "
+                          f"{optimizer_name}; --set optimizer={theirs} or leave the optimizer behind")
+    try:
+        restored = run.checkpoints(1, model=model, optimizer=optimizer).restore()
+    except RunDirError as error:
+        raise RunDirError(f"--init-optimizer: {error}") from None
+    if restored is None:
+        raise RunDirError(f"--init-optimizer: {source.path} has no readable checkpoint")
+    step = int(restored.rsplit("-", 1)[-1])  # checkpoints are numbered by step
+    return {**source.facts, "checkpoint": {"which": "last", "step": step, "optimizer": True}}
 
 
 def check_model(source, preset, model_arguments):

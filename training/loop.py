@@ -171,7 +171,8 @@ def train(config: Config, run_dir, corpus=None):
         try:
             source = finetune.find_source(config.init_from)
             finetune.check_model(source, config.preset, config.model)
-            written.write_lineage(finetune.load_weights(source, model))
+            written.write_lineage(finetune.load_optimizer(source, model, optimizer, config.optimizer)
+                                  if config.init_optimizer else finetune.load_weights(source, model))
         except RunDirError as error:
             raise TrainingError(str(error)) from None
         print(f"charzoo: starting from the weights of {source.path}", flush=True)

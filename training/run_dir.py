@@ -21,7 +21,8 @@ from zoo import presets
 # What a resumed run cannot change: its checkpoints hold weights, optimizer slots,
 # carried state and a cursor of these shapes and this corpus. Limits, schedules,
 # logging and export settings may change.
-FIXED = ("preset", "model", "batch_size", "unrollings", "optimizer", "data", "normalize", "init_from")
+FIXED = ("preset", "model", "batch_size", "unrollings", "optimizer", "data", "normalize", "init_from",
+         "init_optimizer")
 
 
 class RunDirError(ValueError):
