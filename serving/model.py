@@ -116,17 +116,16 @@ class ExportedModel:
         self._beam_search = signatures.get("beam_search")
         # Exports older than stop strings have a `generate` without them.
         self._takes_stops = "stop" in self._generate.structured_input_signature[1]
+        self.batch_sizes = set()  # the batch sizes `generate` has run at, for the next version's warm-up
         self.warm_up()
 
-    def warm_up(self, max_rows=1):
-        """Calls `generate` at every batch size a merged batch of up to `max_rows`
-        rows runs at (`bucket`). TensorFlow prepares a loaded function's graph on
-        its first call (~1 s), and an XLA-compiled export compiles each batch size
-        on its first call (~1.5 s each, on 2 cores): a merged batch under a deadline
-        should wait for neither. Exports without XLA need the first call only.
-        (A first stream or score waits for its own function once.)"""
-        sizes = sorted({bucket(rows) for rows in range(1, max_rows + 1)}) if self.card.get("xla") else [1]
-        for rows in sizes:
+    def warm_up(self, batch_sizes=(1,)):
+        """Calls `generate` at each of `batch_sizes` (`bucket`s). TensorFlow prepares a
+        loaded function's graph on its first call (~1 s), and an XLA-compiled export
+        compiles each batch size on its first call (~1.5 s each, on 2 cores): a merged
+        batch under a deadline should wait for neither. Exports without XLA need the
+        first call only. (A first stream or score waits for its own function once.)"""
+        for rows in sorted(batch_sizes) if self.card.get("xla") else [1]:
             list(self.chunks([self.alphabet[0]] * rows, 1, [0.0] * rows, [0] * rows, [1.0] * rows,
                              [0] * rows, [0] * rows))
 
@@ -182,6 +181,7 @@ class ExportedModel:
         """
         rows = len(primes)
         pad = bucket(rows) - rows
+        self.batch_sizes.add(rows + pad)
 
         def column(values, dtype, filler):
             return tf.constant(np.asarray(list(values) + [filler] * pad, dtype=dtype))

@@ -33,8 +33,7 @@ def release_memory():
     """Hands the memory of an unloaded model back to the system.
 
     glibc keeps freed memory in its heap for reuse: after a swap, the old
-    version's graphs, and after loading one, XLA's scratch memory; only another
-    load would reuse them. (Executables that
+    version's graphs, which only another load would reuse. (Executables that
     XLA compiled for the old version stay: TensorFlow's compilation cache
     never evicts, tensorflow/tensorflow#64170.)
     """
@@ -167,8 +166,9 @@ class ModelRepository:
                 continue  # failed with these very files; wait until they change
             try:
                 model = ExportedModel(path, name=name)
-                model.warm_up(self.max_rows)  # before it takes requests: no compiling under a deadline
-                release_memory()  # the compiler's scratch, before two versions are held at once
+                # The batch sizes the served version met, before the new one takes requests:
+                # no compiling under a deadline, and no more compiled than the traffic needs.
+                model.warm_up(frozenset(served.model.batch_sizes) if served else (1,))
             except Exception as error:  # noqa: BLE001  (one broken export must not stop the others)
                 message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
                 message = message.removeprefix(f"cannot load {path}: ")

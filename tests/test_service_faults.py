@@ -410,9 +410,9 @@ def test_sampling_a_corrupt_export_is_a_one_line_error(library, tmp_path, capsys
     assert err.count("\n") == 1 and "cannot load" in err and "checksum" in err.lower()
 
 
-def test_an_xla_export_is_warmed_at_every_batch_size_before_it_serves(library, tmp_path, monkeypatch):
+def test_a_new_xla_version_is_warmed_at_the_batch_sizes_the_old_one_met(library, tmp_path, monkeypatch):
     # An XLA-compiled export compiles each batch size on its first call (~1.5 s):
-    # the repository runs them all before a version takes requests.
+    # a new version runs the sizes its predecessor met before it takes requests.
     calls = []
     original = ExportedModel.chunks
 
@@ -421,14 +421,26 @@ def test_an_xla_export_is_warmed_at_every_batch_size_before_it_serves(library, t
         return original(self, primes, *args, **kwargs)
 
     monkeypatch.setattr(ExportedModel, "chunks", chunks)
-    version = place(library["good"], tmp_path, "tiny", 1)
-    card = json.loads((version / "assets" / "model.json").read_text())
-    (version / "assets" / "model.json").write_text(json.dumps({**card, "xla": True}))
-    repository = ModelRepository(tmp_path, max_rows=20)
+
+    def put(source, version):
+        target = place(source, tmp_path, "tiny", version)
+        card = json.loads((target / "assets" / "model.json").read_text())
+        (target / "assets" / "model.json").write_text(json.dumps({**card, "xla": True}))
+
+    put(library["good"], 1)
+    repository = ModelRepository(tmp_path, rescan_interval=3600)  # rescans by hand
     try:
-        assert calls == [1, 1, 2, 4, 8, 16, 32]  # on load, then every bucket of up to 20 rows
+        served = repository.get("tiny")
+        for rows in (3, 9):
+            list(served.chunks(["a"] * rows, 1, [0.0] * rows, [0] * rows, [1.0] * rows, [0] * rows, [0] * rows))
+        assert served.batch_sizes == {1, 4, 16}
+        calls.clear()
+        put(library["other"], 2)
+        repository.rescan()
+        assert repository.get("tiny").version == 2
+        assert calls == [1, 1, 4, 16]  # its own first call, then the sizes version 1 met
     finally:
         repository.close()
     calls.clear()
-    ExportedModel(library["good"]).warm_up(20)
+    ExportedModel(library["good"]).warm_up({1, 4, 16})
     assert calls == [1, 1]  # without XLA, the first call is the one to wait for
