@@ -35,6 +35,23 @@ def test_arch1_add_forward_by_hand(activation):
     assert cell.recurrent_kernel.shape == (2, 2) and cell.state_size == 2
 
 
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_arch1_mul_forward_by_hand(activation):
+    cell = Arch1Cell(2, activation=activation, combine="mul", **CONSTANTS)
+    # (x·U + b) * (h·W + r) = (0.3 + 0.05) * (0.2 * (0.5 - 2.0) + 1) = 0.35 * 0.7 = 0.245;
+    # with h = (-4, -2): 0.35 * (0.2 * -6 + 1) = -0.07.
+    out_a, _ = step(cell, [1.0, 2.0], [0.5, -2.0])
+    out_b, _ = step(cell, [1.0, 2.0], [-4.0, -2.0])
+    act = (lambda a: np.maximum(a, 0)) if activation == "relu" else np.tanh
+    np.testing.assert_allclose(out_a, act(np.array([0.245, 0.245])), rtol=1e-5)
+    np.testing.assert_allclose(out_b, act(np.array([-0.07, -0.07])), rtol=1e-5, atol=1e-7)
+    assert cell.state_size == 2 and cell.recurrent_kernel.shape == (2, 2)
+    assert [w.name for w in cell.weights] == ["kernel", "recurrent_kernel", "bias", "recurrent_bias"]
+    # A zero state does not stay zero: the recurrent bias lets the input through.
+    out_zero, _ = step(cell, [1.0, 2.0], [0.0, 0.0])
+    np.testing.assert_allclose(out_zero, act(np.array([0.35, 0.35])), rtol=1e-5)
+
+
 def test_arch1_matches_numpy_with_random_weights():
     rng = np.random.default_rng(0)
     keras.utils.set_random_seed(0)  # the weights too: a flaky tolerance is no test
@@ -46,14 +63,14 @@ def test_arch1_matches_numpy_with_random_weights():
                                atol=1e-6)
 
 
-@pytest.mark.parametrize("combine", ["concat", "add"])
+@pytest.mark.parametrize("combine", ["concat", "add", "mul"])
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 def test_arch1_bptt_gradients_match_finite_differences(combine, activation):
     inputs = np.random.default_rng(3).normal(size=(2, 5, 3))
     cell = Arch1Cell(2, activation=activation, combine=combine, dtype="float64",
                      bias_initializer="random_normal")
     keras.layers.RNN(cell, dtype="float64")(inputs)
-    for variable in (cell.kernel, cell.recurrent_kernel, cell.bias):
+    for variable in cell.trainable_variables:  # with "mul", recurrent_bias too
         finite_difference_check(cell, inputs, variable)
 
 
@@ -70,7 +87,7 @@ def test_cells_stack_mask_and_return_state_inside_keras_rnn():
 
 
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
-@pytest.mark.parametrize("combine", ["concat", "add"])
+@pytest.mark.parametrize("combine", ["concat", "add", "mul"])
 def test_arch1_layer_equals_the_cell_in_keras_rnn(combine, activation):
     """The sequence layer's reordered maths is the cell's, values and gradients."""
     layer = Arch1(4, vocabulary_size=7, combine=combine, activation=activation,
@@ -90,7 +107,7 @@ def test_arch1_layer_equals_the_cell_in_keras_rnn(combine, activation):
                                    rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("combine", ["concat", "add"])
+@pytest.mark.parametrize("combine", ["concat", "add", "mul"])
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 def test_arch1_recurrence_gradient_matches_autodiff(activation, combine):
     keras.utils.set_random_seed(2)
@@ -138,7 +155,8 @@ def test_config_round_trips_and_the_layer_shows_its_cells_arguments():
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda: Arch1Cell(4, combine="mul"), "'concat', 'add'"),
+        (lambda: Arch1Cell(4, combine="max"), "'concat', 'add', 'mul'"),
+        (lambda: Arch1Cell(4, combine="mul", use_bias=False), "needs its biases"),
         (lambda: Arch1Cell(0), "positive integer"),
         (lambda: Arch1Cell(-3), "positive integer"),
         (lambda: Arch1Cell(4, activation="sigmoid"), "'relu', 'tanh'"),

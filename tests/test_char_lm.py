@@ -35,7 +35,7 @@ def test_reference_shapes_and_parameter_counts():
     "make, message",
     [
         (lambda: presets.get("transformer"), "'arch1', 'arch1-add'"),
-        (lambda: CharLM("arch1", 27, 8, combine="mul"), "'concat', 'add'"),
+        (lambda: CharLM("arch1", 27, 8, combine="max"), "'concat', 'add', 'mul'"),
         (lambda: CharLM("arch1", 27, 0), "positive integer"),
         (lambda: CharLM("arch1", 27, 8, activation="gelu"), "'relu', 'tanh'"),
         (lambda: CharLM("rnn", 27, 8), "'arch1', 'arch2', 'lstm', 'gru'"),

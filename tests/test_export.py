@@ -180,11 +180,13 @@ def test_beam_search_finds_the_most_likely_continuation_of_a_constructed_model(t
     np.testing.assert_allclose(out["bits"][0, 0], -(table[a, c] + table[c, c]) / np.log(2), rtol=1e-4)
 
 
-@pytest.mark.parametrize("preset, feedback", [("lstm", None), ("arch2", "sample"), ("arch2", "probs")])
+@pytest.mark.parametrize("preset, feedback", [("lstm", None), ("arch2", "sample"), ("arch2", "probs"),
+                                              ("arch1-mul", None)])
 def test_greedy_text_matches_a_keras_loop(run, tmp_path, preset, feedback):
     """Arch 2 exports its free-running mode: fed-back samples, or the softmax if the run chose it."""
+    extra = {"feedback": feedback} if feedback else {}
     model = run["model"] if preset == "lstm" else zoo.presets.build(
-        preset, vocabulary_size=27, units=8, feedback=feedback)
+        preset, vocabulary_size=27, units=8, **extra)
     loaded = run["loaded"] if preset == "lstm" else tf.saved_model.load(
         str(export_model(model, ALPHABET, {"preset": preset}, tmp_path, preset)))
     prime = "the quick"

@@ -15,9 +15,9 @@ from keras import ops
 
 from zoo import arguments
 from zoo.arguments import check_choice, check_positive, default_kernel_initializer
-from zoo.loops import scan, time_major, vanilla_loop
+from zoo.loops import multiplicative_loop, scan, time_major, vanilla_loop
 
-COMBINES = ("concat", "add")
+COMBINES = ("concat", "add", "mul")
 
 
 @keras.saving.register_keras_serializable(package="charzoo")
@@ -29,13 +29,21 @@ class Arch1Cell(keras.Layer):
     `h_t = act([x_t·U, h_{t-1}·W] + b)`, so the state has `2 * units`
     entries and `W` is `[2 * units, units]`. With `combine="add"` they are
     summed: `h_t = act(x_t·U + h_{t-1}·W + b)` with a `[units, units]` `W`.
+    With `combine="mul"` they are multiplied element-wise:
+    `h_t = act((x_t·U + b) * (h_{t-1}·W + r))`, state `units` wide. The
+    product makes the input choose, per unit, how much of the recurrent signal
+    passes: `dh_t/dh_{t-1} = diag(act' * (x_t·U + b)) W^T`, so the gradient
+    through time is scaled by the inputs and vanishes or grows with them rather
+    than with `W` alone. `r` (`recurrent_bias`, initialised to ones) lets a
+    zero state start: without it `0·W` would multiply every input to zero and
+    the state would stay zero (so `use_bias=False` is refused with `"mul"`).
     The cell's output is `h_t`; the output projection belongs to the model.
 
     Args:
         units: int. Width of each transform `x·U` and `h·W`.
         activation: `"relu"` or `"tanh"`.
-        combine: `"concat"` or `"add"`.
-        use_bias: bool. Whether to add the bias `b`.
+        combine: `"concat"`, `"add"` or `"mul"`.
+        use_bias: bool. Whether to add the bias `b` (and `r` with `"mul"`).
         kernel_initializer: initializer of `kernel` (U).
         recurrent_initializer: initializer of `recurrent_kernel` (W).
         bias_initializer: initializer of `bias` (b).
@@ -61,6 +69,9 @@ class Arch1Cell(keras.Layer):
         super().__init__(**kwargs)
         check_positive("units", units)
         check_choice("combine", combine, COMBINES)
+        if combine == "mul" and not use_bias:
+            raise ValueError("combine='mul' needs its biases: with a zero state and no recurrent "
+                             "bias the product is zero at every step")
         self.units = units
         self.activation = arguments.activation(activation)
         self.combine = combine
@@ -87,10 +98,15 @@ class Arch1Cell(keras.Layer):
             self.bias = self.add_weight(
                 shape=(self.state_size,), initializer=self.bias_initializer, name="bias"
             )
+        if self.combine == "mul":
+            self.recurrent_bias = self.add_weight(shape=(self.units,), initializer="ones",
+                                                  name="recurrent_bias")
 
     def recurrent_step(self, projected, previous_state):
         """One step from an already projected input `x_t·U`."""
         recurrent = ops.matmul(previous_state, self.recurrent_kernel)
+        if self.combine == "mul":
+            return self.activation((projected + self.bias) * (recurrent + self.recurrent_bias))
         if self.combine == "concat":
             preactivation = ops.concatenate([projected, recurrent], axis=-1)
         else:
@@ -134,7 +150,7 @@ class Arch1(keras.Layer):
             `[0, vocabulary_size)` (a one-hot input, done as a row gather of
             U); otherwise they are float features `[batch, time, dim]`.
         activation: `"relu"` or `"tanh"`.
-        combine: `"concat"` or `"add"`.
+        combine: `"concat"`, `"add"` or `"mul"`.
         use_bias: bool.
         kernel_initializer: initializer of U.
         recurrent_initializer: initializer of W.
@@ -208,6 +224,20 @@ class Arch1(keras.Layer):
         cell, n = self.cell, self.units
         token_inputs = self.vocabulary_size is not None
         bias = cell.bias if cell.bias is not None else ops.zeros((cell.state_size,))
+        if self.combine == "mul":
+            projected = ops.take(cell.kernel, inputs, axis=0) if token_inputs else ops.matmul(inputs, cell.kernel)
+            driven = projected + bias
+            if self.unroll and driven.shape[1] is not None:
+                def multiplied(state, driven_t):
+                    return self.activation(driven_t * (ops.matmul(state, cell.recurrent_kernel)
+                                                       + cell.recurrent_bias))
+
+                sequence = scan(multiplied, driven, initial_state, unroll=True)
+            else:
+                loop = multiplicative_loop(self.activation)
+                sequence = time_major(loop(time_major(driven), initial_state,
+                                           tf.identity(cell.recurrent_kernel), tf.identity(cell.recurrent_bias)))
+            return sequence, sequence[:, -1]
         if self.combine == "add":
             if token_inputs:
                 projected = ops.take(cell.kernel, inputs, axis=0)

@@ -53,7 +53,7 @@ class CharLM(keras.Model):
         num_layers: int. Number of stacked recurrent layers.
         activation: `"relu"` or `"tanh"`; Arch 1 and Arch 2 only (None picks
             the reference: ReLU for Arch 1, tanh for Arch 2).
-        combine: `"concat"` or `"add"`; Arch 1 only.
+        combine: `"concat"`, `"add"` or `"mul"`; Arch 1 only (see `Arch1Cell`).
         feedback: `"sample"` or `"probs"`; what Arch 2 feeds back when generating.
         recurrent_initializer: initializer name or config for the recurrent
             kernels, None for each family's default.

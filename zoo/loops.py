@@ -68,6 +68,41 @@ def vanilla_loop(activation):
     return loop
 
 
+def multiplicative_loop(activation):
+    """`h_t = act(driven_t * (h_{t-1}·W + r))` as `loop(driven, h0, W, r) -> all h`
+    (Arch 1 with `combine="mul"`), for act relu or tanh."""
+    relu = activation is keras.activations.relu
+
+    @tf.custom_gradient
+    def loop(driven, initial, kernel, recurrent_bias):
+        def step(state, driven_t):
+            return activation(driven_t * (tf.matmul(state, kernel) + recurrent_bias))
+
+        states = tf.scan(step, driven, initializer=initial)
+
+        def grad(d_states):
+            slope = tf.cast(states > 0, states.dtype) if relu else 1 - states * states
+            previous = tf.concat([initial[None], states[:-1]], 0)
+            gates = tf.einsum("tbi,ij->tbj", previous, kernel) + recurrent_bias  # h_{t-1}·W + r
+
+            def back(carry, inputs):
+                d_state, slope_t, driven_t = inputs
+                d_gate = (d_state + carry[0]) * slope_t * driven_t
+                return tf.matmul(d_gate, kernel, transpose_b=True), d_gate
+
+            zeros = tf.zeros_like(initial)
+            d_initial, d_gates = tf.scan(back, (d_states, slope, driven), initializer=(zeros, zeros),
+                                         reverse=True)
+            d_next = tf.concat([d_initial[1:], tf.zeros_like(initial)[None]], 0)  # from step t+1
+            d_driven = (d_states + d_next) * slope * gates
+            return (d_driven, d_initial[0], weight_gradient(previous, d_gates),
+                    tf.reduce_sum(d_gates, axis=[0, 1]))
+
+        return states, grad
+
+    return loop
+
+
 @tf.custom_gradient
 def lstm_loop(projected, h0, c0, kernel):
     """LSTM over `projected = x·W + b` `[time, batch, 4n]`; returns all h, all c."""

@@ -21,6 +21,10 @@ PRESETS = {
         "description": "Arch 1 reference with tanh: watch the gradient vanish",
         "model": {"family": "arch1", "units": 100, "combine": "concat", "activation": "tanh"},
     },
+    "arch1-mul": {
+        "description": "Arch 1 with input and state transforms multiplied, ReLU, n=100",
+        "model": {"family": "arch1", "units": 100, "combine": "mul", "activation": "relu"},
+    },
     "arch2": {
         "description": "Arch 2 reference: previous output fed back, tanh, n=50, teacher forcing",
         "model": {"family": "arch2", "units": 50, "activation": "tanh", "feedback": "sample"},
