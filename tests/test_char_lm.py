@@ -29,6 +29,9 @@ def test_reference_shapes_and_parameter_counts():
     assert presets.build("lstm").state_size == 1024
     irnn = presets.build("irnn")
     np.testing.assert_array_equal(irnn.get_layer("arch1_0").cell.recurrent_kernel, np.eye(100))
+    kernel = np.asarray(presets.build("arch1-orth").get_layer("arch1_0").cell.recurrent_kernel)
+    np.testing.assert_allclose(kernel.T @ kernel, np.eye(100), atol=1e-4)  # orthogonal, not identity
+    assert not np.allclose(kernel, np.eye(100))
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,6 @@ def test_zoo_build_trains_exports_indexes_and_resumes(tmp_path, capsys):
 def test_models_command_lists_every_preset(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
-    for name in ("arch1", "arch1-add", "arch1-tanh", "arch1-mul", "arch2", "irnn", "lstm", "gru"):
+    for name in ("arch1", "arch1-add", "arch1-tanh", "arch1-mul", "arch1-orth", "arch2", "irnn", "lstm", "gru"):
         assert f"\n{name} " in out
     assert "28,327" in out  # the arch1 reference's parameter count

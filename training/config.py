@@ -60,6 +60,7 @@ ARCH2_RECIPE = {"batch_size": 64, "unrollings": 20, "optimizer": "sgd", "learnin
 GATED_RECIPE = {"batch_size": 64, "unrollings": 64, "optimizer": "adam", "learning_rate": 2e-3,
                 "decay_rate": 0.5, "decay_steps": 50_000, "staircase": False, "clip_norm": 5.0}
 RECIPES = {"arch1": ARCH1_RECIPE, "arch1-add": ARCH1_RECIPE, "arch1-tanh": ARCH1_RECIPE, "arch1-mul": ARCH1_RECIPE,
+           "arch1-orth": ARCH1_RECIPE,
            "irnn": ARCH1_RECIPE, "arch2": ARCH2_RECIPE, "lstm": GATED_RECIPE, "gru": GATED_RECIPE}
 
 FIELD_TYPES = typing.get_type_hints(Config)

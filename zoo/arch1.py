@@ -228,11 +228,8 @@ class Arch1(keras.Layer):
             projected = ops.take(cell.kernel, inputs, axis=0) if token_inputs else ops.matmul(inputs, cell.kernel)
             driven = projected + bias
             if self.unroll and driven.shape[1] is not None:
-                def multiplied(state, driven_t):
-                    return self.activation(driven_t * (ops.matmul(state, cell.recurrent_kernel)
-                                                       + cell.recurrent_bias))
-
-                sequence = scan(multiplied, driven, initial_state, unroll=True)
+                sequence = scan(lambda state, projected_t: cell.recurrent_step(projected_t, state),
+                                projected, initial_state, unroll=True)
             else:
                 loop = multiplicative_loop(self.activation)
                 sequence = time_major(loop(time_major(driven), initial_state,

@@ -25,6 +25,11 @@ PRESETS = {
         "description": "Arch 1 with input and state transforms multiplied, ReLU, n=100",
         "model": {"family": "arch1", "units": 100, "combine": "mul", "activation": "relu"},
     },
+    "arch1-orth": {
+        "description": "Arch 1 add, ReLU, orthogonal recurrent kernel (Saxe et al. 2014), n=100",
+        "model": {"family": "arch1", "units": 100, "combine": "add", "activation": "relu",
+                  "recurrent_initializer": "orthogonal"},
+    },
     "arch2": {
         "description": "Arch 2 reference: previous output fed back, tanh, n=50, teacher forcing",
         "model": {"family": "arch2", "units": 50, "activation": "tanh", "feedback": "sample"},
