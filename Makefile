@@ -6,7 +6,7 @@ PYTHON ?= python3
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test,serve]'
+	$(VENV)/bin/pip install -q -e '.[test,serve,bench]'
 	touch $@
 
 install: $(VENV)/.installed

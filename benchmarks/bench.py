@@ -21,38 +21,23 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from benchmarks import peers
+from benchmarks import peers, quality
 from benchmarks.loadgen import cpu_seconds, free_port, requests, wait_for_server
 from benchmarks.peers import rate
+from benchmarks.rows import row
 from benchmarks.soak import soak_rows
-from training import config
+from benchmarks.train_speed import ALPHABET, pipeline_rows, recipe, train_rows, width_rows
 from training.batches import Windows
 from training.run_dir import build_model
 from training.step import Trainer, make_optimizer
-from zoo import FAMILIES
 
-ALPHABET = " abcdefghijklmnopqrstuvwxyz"
-TINY = {"batch_size": 4, "unrollings": 5, "model": {"units": 8}}
 # Work per mode: (repeats, seconds per repeat, sampled characters, service requests per client,
 # seconds of soak).
 EFFORT = {"tiny": (2, 0.01, 4, 1, 3), "quick": (3, 0.3, 64, 2, 30), "full": (7, 1.5, 512, 8, 180)}
-SECTIONS = ("train", "pipeline", "sampling", "service", "soak", "memory")
-
-
-def row(name, value, unit, peer=None, peer_value=None, target=None, note=None, lower_is_better=False):
-    """A result row; `target` bounds the ratio (or the value itself when `lower_is_better`)."""
-    ratio = value / peer_value if peer_value else None
-    if target is None:
-        met = None
-    elif lower_is_better:
-        met = value <= target
-    else:
-        met = None if ratio is None else ratio >= target
-    out = {"name": name, "value": value, "unit": unit, "peer": peer, "peer_value": peer_value,
-           "ratio": ratio, "target": target, "met": met}
-    if note:
-        out["note"] = note
-    return out
+SECTIONS = ("train", "widths", "pipeline", "sampling", "service", "soak", "memory", "quality")
+QUICK_SECTIONS = ("train", "pipeline", "sampling", "service", "soak")  # about a minute
+# The quality section's rows and seconds per side, full and quick (asked for with --only).
+QUALITY = {"quick": (("lstm-256", "arch1"), 60.0), "full": (tuple(quality.ROWS), 300.0)}
 
 
 def machine():
@@ -69,123 +54,6 @@ def machine():
             "gpus": len(tf.config.list_physical_devices("GPU")),
             "load_average_1min_at_start": os.getloadavg()[0],
             "env": {k: v for k, v in os.environ.items() if k.startswith(("OPENBLAS_", "OMP_", "TF_"))}}
-
-
-def recipe(family, tiny):
-    """The family's preset as a Config (its model and training recipe), shrunk when tiny."""
-    return config.resolve(family, TINY if tiny else None)
-
-
-def flops_per_char(model):
-    """The model's FLOPs per training character: dense multiply-adds x2 of the
-    forward pass, x3 for forward and backward. The multiply-adds per step are
-    the sizes of the matrices a step multiplies by: each recurrent kernel and
-    the output projection (an input transform of ids is a gather: it counts 0).
-
-    Like MFU, this counts the model's work, not the work executed: Arch 1's
-    and Arch 2's per-class tables skip part of it, so their rate can read
-    higher than the arithmetic actually done."""
-    multiplied = ("recurrent_kernel", "output_kernel", "logits/kernel")
-    return 3 * 2 * sum(int(np.prod(v.shape)) for v in model.trainable_variables
-                       if v.path.endswith(multiplied))
-
-
-def matmul_peak(repeats, seconds, size=2048):
-    a = tf.random.normal((size, size))
-    return rate(lambda: tf.linalg.matmul(a, a).numpy(), 2 * size**3, repeats, seconds)
-
-
-def our_train_step(recipe, steps_per_execution):
-    """charzoo's training end to end: the next windows from `Windows`, then one
-    compiled call of `steps_per_execution` train steps, the state carried."""
-    model = build_model(recipe, len(ALPHABET))
-    trainer = Trainer(model, make_optimizer(recipe), recipe.clip_norm)
-    ids = np.random.default_rng(0).integers(0, len(ALPHABET), 2_000_000, dtype=np.uint8)
-    windows = Windows(ids, recipe.batch_size, recipe.unrollings)
-    carry = [model.initial_state(recipe.batch_size), 0]
-
-    def run():
-        index = carry[1] if carry[1] + steps_per_execution <= len(windows) else 0
-        out = trainer.train_steps(*windows.span(index, steps_per_execution), carry[0])
-        carry[0], carry[1] = out["state"], index + steps_per_execution
-        out["loss"].numpy()
-
-    return run, model
-
-
-def peer_setup(family, tiny):
-    """(label, recipe, peer kind, width, activation) of one family's training rows."""
-    shapes = recipe(family, tiny)
-    label = f"train {family} (b{shapes.batch_size} u{shapes.unrollings} n{shapes.model['units']})"
-    if family in ("arch1", "arch2"):
-        # Arch 1's state and Arch 2's hidden layer are both 2n wide.
-        return label, shapes, "simple", 2 * shapes.model["units"], shapes.model["activation"]
-    return label, shapes, family, shapes.model["units"], "tanh"
-
-
-def torch_train_specs(tiny):
-    specs = {}
-    for family in FAMILIES:
-        _, shapes, kind, width, activation = peer_setup(family, tiny)
-        specs[family] = ["train", kind, shapes.batch_size, shapes.unrollings, width,
-                         len(ALPHABET), shapes.optimizer, shapes.learning_rate,
-                         shapes.clip_norm, activation]
-    return specs
-
-
-def train_rows(tiny, effort):
-    repeats, seconds = effort[:2]
-    vocabulary, rows, speeds = len(ALPHABET), [], {}
-    has_torch = peers.torch_version() is not None
-    torch_speeds = peers.torch_rates(torch_train_specs(tiny), repeats, seconds) if has_torch else {}
-    peak = matmul_peak(repeats, seconds, 256 if tiny else 2048)
-    rows.append(row("matmul 2048x2048 float32 (TF)", peak / 1e9, "GFLOP/s"))
-    for family in FAMILIES:
-        label, shapes, kind, width, activation = peer_setup(family, tiny)
-        batch, unrollings, clip = shapes.batch_size, shapes.unrollings, shapes.clip_norm
-        units, chars, per_call = shapes.model["units"], batch * unrollings, shapes.steps_per_execution
-        step, model = our_train_step(shapes, per_call)
-        ours = rate(step, per_call * chars, repeats, seconds)
-        single = rate(our_train_step(shapes, 1)[0], chars, repeats, seconds)
-        speeds[family] = ours / chars
-        rows.append(row(f"{label}, steps_per_execution={per_call}", ours, "chars/s",
-                        "steps_per_execution=1", single))
-        gated = family in ("lstm", "gru")
-        if not gated:
-            tf1 = rate(peers.tf1_graph_step(family, batch, unrollings, units, vocabulary,
-                                            shapes.learning_rate, clip), chars, repeats, seconds)
-            rows.append(row(label, ours, "chars/s", "TF1-style graph, per-step placeholders",
-                            tf1, target=3.0))
-        name = "SimpleRNN" if kind == "simple" else kind.upper()
-        keras_speed = rate(peers.keras_train_step(
-            kind, batch, unrollings, width, vocabulary, make_optimizer(shapes), clip,
-            activation), chars, repeats, seconds)
-        rows.append(row(label, ours, "chars/s", f"Keras {name}({width})", keras_speed, target=1.0))
-        torch_name = f"torch nn.{'RNN' if kind == 'simple' else name}({width})"
-        rows.append(row(label, ours, "chars/s", torch_name, torch_speeds.get(family),
-                        target=1.0 if gated else None,
-                        note=None if has_torch else "torch not importable: skipped"))
-        achieved = ours * flops_per_char(model)
-        rows.append(row(f"train {family} model FLOP/s", achieved / 1e9, "GFLOP/s",
-                        "matmul peak", peak / 1e9))
-    return rows, speeds
-
-
-def pipeline_rows(tiny, effort, speeds):
-    """Windows' batches/s at the shapes of the fastest train step, against its steps/s."""
-    family = max(speeds, key=speeds.get)
-    shapes = recipe(family, tiny)
-    ids = np.random.default_rng(0).integers(0, len(ALPHABET), 2_000_000, dtype=np.uint8)
-    windows = Windows(ids, shapes.batch_size, shapes.unrollings)
-    cursor = [0]
-
-    def run():
-        windows[cursor[0] % len(windows)]
-        cursor[0] += 1
-
-    batches = rate(run, 1, *effort[:2])
-    return [row(f"Windows batches/s ({family} shapes)", batches, "batches/s",
-                f"train {family} steps/s", speeds[family], target=20.0)]
 
 
 def memory_probe(characters, steps):
@@ -326,16 +194,20 @@ def service_rows(models_dir, effort, length=100):
     return rows
 
 
-def run(quick: bool, tiny: bool = False, sections=SECTIONS):
+def run(quick: bool, tiny: bool = False, sections=SECTIONS, quality_options=None):
     """Runs the benchmark.
 
     Args:
-        quick: fewer and shorter repeats, and no 100M-character memory run (about a minute).
+        quick: fewer and shorter repeats, no 100M-character memory run, and two
+            one-minute quality rows (a few minutes in all).
         tiny: tiny shapes and almost no repeats: exercises the machinery only.
         sections: which of `SECTIONS` to run (pipeline needs train).
+        quality_options: dict of `quality.quality_rows` arguments (`names`,
+            `corpus_spec`, `normalize`, `seconds`) over the mode's defaults;
+            `plot`: a PNG path for the curves.
 
     Returns:
-        dict with `machine` (CPU, cores, versions) and `rows`.
+        dict with `machine` (CPU, cores, versions), `rows` and (quality) `curves`.
     """
     effort = EFFORT["tiny" if tiny else "quick" if quick else "full"]
     rows, speeds = [], {}
@@ -343,6 +215,8 @@ def run(quick: bool, tiny: bool = False, sections=SECTIONS):
     if "train" in sections:
         train, speeds = train_rows(tiny, effort)
         rows += train
+    if "widths" in sections:
+        rows += width_rows(tiny, effort)
     if "pipeline" in sections and speeds:
         rows += pipeline_rows(tiny, effort, speeds)
     if {"sampling", "service", "soak"} & set(sections):
@@ -358,7 +232,22 @@ def run(quick: bool, tiny: bool = False, sections=SECTIONS):
     if "memory" in sections and (tiny or not quick):
         rows += memory_rows(tiny)
     mode = "tiny" if tiny else "quick" if quick else "full"
-    return {"machine": machine(), "mode": mode, "seconds": time.monotonic() - started, "rows": rows}
+    result = {"machine": machine(), "mode": mode, "rows": rows}
+    if "quality" in sections:
+        options = dict(quality_options or {})
+        plot_path = options.pop("plot", None)
+        names, seconds = QUALITY["full" if mode == "full" else "quick"]
+        options = {"names": names, "seconds": seconds, **options}
+        quality_rows, result["curves"] = quality.quality_rows(
+            row, has_torch=peers.torch_version() is not None, **options)
+        rows += quality_rows
+        if plot_path:
+            m = result["machine"]
+            quality.plot(result["curves"], plot_path,
+                         f"{options.get('corpus_spec', 'tinyshakespeare')}, {options['seconds']:g} s "
+                         f"per model; {m['cpu']}, {m['cores']} cores")
+    result["seconds"] = time.monotonic() - started
+    return result
 
 
 def format_table(result) -> str:

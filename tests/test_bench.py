@@ -44,3 +44,39 @@ def test_tiny_soak_gives_no_wrong_answer_and_no_5xx():
     rows = {r["name"].split(": ", 1)[1]: r for r in result["rows"]}
     assert rows["wrong answers"]["value"] == 0 and rows["5xx answers"]["value"] == 0, rows
     assert "valid" in rows["wrong answers"]["note"] and rows["p99 latency of valid requests"]["value"] > 0
+
+
+def test_a_quality_row_trains_as_a_user_does_and_reads_its_curve(tmp_path):
+    from benchmarks import quality
+
+    rows, curves = quality.quality_rows(bench.row, ["arch1"], corpus_spec="builtin",
+                                        normalize="text8", seconds=6.0, has_torch=False)
+    test_bpc = rows[0]
+    assert test_bpc["name"] == "quality arch1, 6 s: test BPC" and 2.0 < test_bpc["value"] < 4.76
+    assert test_bpc["peer_value"] is None and test_bpc["met"] is None  # no torch: no verdict
+    characters, speed, start_up = (r["value"] for r in rows[1:])
+    assert characters > 0 and speed > 0 and start_up > 0
+    curve = curves["arch1"]["charzoo"]  # the final validation at least: compilation may take 6 s
+    assert curve and curves["arch1"]["torch"] is None
+    assert curve[-1]["characters"] == characters
+    quality.plot(curves, tmp_path / "curves.png", "test")
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_torch_reference_trains_for_its_budget_and_scores_like_charzoo(tmp_path):
+    pytest.importorskip("torch")
+    import numpy as np
+
+    from benchmarks import torch_lm
+
+    rng = np.random.default_rng(0)
+    text = np.tile(rng.integers(0, 5, 50, dtype=np.uint8), 400)  # a period-50 pattern
+    spec = {"vocabulary": 5, "cell": "gru", "hidden": 16, "seconds": 3.0,
+            "eval_every_seconds": 1.0, "eval_characters": 2000}
+    for name, part in (("train", text[:18000]), ("valid", text[18000:19000]), ("test", text[19000:])):
+        spec[name] = str(tmp_path / f"{name}.npy")
+        np.save(spec[name], part)
+    result = torch_lm.train(spec)
+    assert 3.0 <= result["seconds"] < 6.0 and result["characters"] > 0
+    assert result["test_bpc"] < np.log2(5) and len(result["curve"]) >= 3
+    assert result["curve"][-1]["bpc"] == result["valid_bpc"]

@@ -43,6 +43,8 @@ def test_reference_shapes_and_parameter_counts():
         (lambda: CharLM("arch1", 27, 8, activation="gelu"), "'relu', 'tanh'"),
         (lambda: CharLM("rnn", 27, 8), "'arch1', 'arch2', 'lstm', 'gru'"),
         (lambda: CharLM("gru", 27, 8, num_layers=0), "positive integer"),
+        (lambda: CharLM("arch1", 27, 8, embedding_size=4), "only lstm and gru take an embedding"),
+        (lambda: CharLM("lstm", 27, 8, embedding_size=0), "positive integer"),
     ],
 )
 def test_bad_arguments_raise_clear_value_errors(make, message):
@@ -59,6 +61,20 @@ def test_every_preset_builds_runs_and_round_trips(name):
     clone = check_config_round_trip(model)
     assert clone.count_params() == model.count_params()
     assert {"name", "trainable", "dtype"} <= set(model.get_config())  # chained to keras.Model's
+
+
+def test_an_embedding_replaces_the_one_hot_input_and_round_trips(tmp_path):
+    model = CharLM("lstm", 11, 6, embedding_size=5)
+    table = model.get_layer("embedding").embeddings
+    assert table.shape == (11, 5)
+    assert model.get_layer("lstm_0").cell.kernel.shape == (5, 4 * 6)  # it reads 5 features, not 11
+    assert model.count_params() == 11 * 5 + (5 + 6 + 1) * 4 * 6 + 6 * 11 + 11
+    # Rows of the table are what the LSTM reads: two ids with equal rows give equal outputs.
+    table.assign(tf.concat([table[:1], table[:1], table[2:]], 0))
+    first, _ = model([tf.constant([[0, 3]]), model.initial_state(1)])
+    second, _ = model([tf.constant([[1, 3]]), model.initial_state(1)])
+    np.testing.assert_allclose(first, second, rtol=1e-6)
+    check_keras_file_round_trip(model, [ids(2, 6, 11), model.initial_state(2)], tmp_path)
 
 
 @pytest.mark.parametrize("name", ["arch1", "arch2"])

@@ -65,8 +65,8 @@ def one_line_error(capsys, *expected):
 @pytest.mark.parametrize("preset, setting, valid", [
     ("arch1", "model.foo=1", "units, num_layers, activation, combine, recurrent_initializer, unroll"),
     ("arch1", "model.dropout=0.5", "units, num_layers, activation, combine, recurrent_initializer, unroll"),
-    ("lstm", "model.bidirectional=true", "units, num_layers, recurrent_initializer"),
-    ("lstm", "model.activation=relu", "units, num_layers, recurrent_initializer"),  # read by arch1/2 only
+    ("lstm", "model.bidirectional=true", "units, num_layers, embedding_size, recurrent_initializer"),
+    ("lstm", "model.activation=relu", "units, num_layers, embedding_size, recurrent_initializer"),  # read by arch1/2 only
     ("arch2", "model.combine=add", "units, num_layers, activation, feedback, recurrent_initializer"),
 ])
 def test_unknown_model_arguments_are_refused_with_the_valid_ones(preset, setting, valid, tmp_path, capsys):

@@ -109,6 +109,22 @@ def test_right_size_but_wrong_content_is_rejected(tmp_path, http_server):
     assert not (tmp_path / "text8.zip").exists()
 
 
+def test_tiny_shakespeare_download_is_checked_against_its_digest(tmp_path, http_server):
+    import hashlib
+
+    url, files = http_server
+    body = "First Citizen:\nBefore we proceed any further, hear me speak.\n" * 40
+    digest = hashlib.sha256(body.encode()).hexdigest()
+    files["/input.txt"] = body.encode()[:-1] + b"?"  # one byte changed
+    with pytest.raises(data.DataError, match="SHA-256"):
+        data.tiny_shakespeare_text(tmp_path, url + "/input.txt", digest)
+    assert list(tmp_path.iterdir()) == []
+    files["/input.txt"] = body.encode()
+    assert data.tiny_shakespeare_text(tmp_path, url + "/input.txt", digest) == body
+    files.clear()  # cached
+    assert data.tiny_shakespeare_text(tmp_path, url + "/input.txt", digest) == body
+
+
 def test_offline_and_uncached_fails_at_once_saying_what_to_do(tmp_path):
     with pytest.raises(data.DataError) as error:
         data.text8_codes(tmp_path, "http://127.0.0.1:9/text8.zip")

@@ -101,8 +101,10 @@ def weights(run_dir):
 @pytest.mark.parametrize("preset", [pytest.param("arch1", marks=pytest.mark.slow), "lstm"])
 def test_resume_is_exact(tmp_path, corpus, preset):
     train(small(preset, steps=24), tmp_path / "straight", corpus)
-    train(small(preset, steps=12), tmp_path / "split", corpus)
-    train(small(preset, steps=24), tmp_path / "split", corpus)  # resumes at 12
+    first = train(small(preset, steps=12), tmp_path / "split", corpus)
+    second = train(small(preset, steps=24), tmp_path / "split", corpus)  # resumes at 12
+    # The clock of the curves goes on from the first part's seconds.
+    assert second["training_seconds"] == pytest.approx(first["training_seconds"] + second["seconds"])
     for a, b in zip(weights(tmp_path / "straight"), weights(tmp_path / "split")):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
@@ -113,6 +115,39 @@ def test_epochs_and_max_time_stop_the_run(tmp_path, corpus):
     assert train(small("arch2", epochs=0.5, **quiet), tmp_path / "e", corpus)["steps"] == math.ceil(per_epoch / 2)
     timed = train(small("arch2", max_time=1, **quiet), tmp_path / "t", corpus)
     assert timed["stopped_by"] == "max_time" and timed["steps"] > 0
+
+
+def test_validations_are_logged_against_seconds_and_characters_and_the_run_says_where_time_went(
+        tmp_path, corpus):
+    from tensorboard.backend.event_processing.event_accumulator import TENSORS, EventAccumulator
+
+    metrics = train(small("arch2", steps=12, eval_every=4, histogram_every=0), tmp_path / "run", corpus)
+    timing = metrics["timing"]
+    assert timing["start_up"] > 0 and timing["first_call"] > 0 and timing["final_evaluation"] > 0
+    assert math.isclose(timing["training"] + timing["side_work"], timing["loop"])
+    assert metrics["training_seconds"] == pytest.approx(timing["loop"])
+    assert metrics["chars_per_second_overall"] < metrics["chars_per_second"]
+    events = EventAccumulator(str(tmp_path / "run" / "logs" / "validation"), size_guidance={TENSORS: 0})
+    events.Reload()
+    seconds = [e.step for e in events.Tensors("bpc_by_seconds")]
+    characters = [e.step for e in events.Tensors("bpc_by_characters")]
+    assert [e.step for e in events.Tensors("bpc")] == [4, 8, 12, 12]  # periodic, then the final
+    assert characters == [step * 4 * 8 for step in (4, 8, 12, 12)]  # 4 streams x 8 unrollings
+    assert seconds == sorted(seconds) and seconds[-1] == round(metrics["training_seconds"])
+    from benchmarks.quality import read_curve  # what `charzoo bench --quality` plots
+
+    assert [point["characters"] for point in read_curve(tmp_path / "run")] == characters
+
+
+def test_a_checkpoint_from_before_the_training_clock_still_restores(tmp_path):
+    from training.run_dir import Checkpoints
+
+    weights = tf.Variable([1.0, 2.0])
+    Checkpoints(tmp_path, 1, weights=weights).save(7)  # as runs wrote them before the clock
+    restored, clock = tf.Variable([0.0, 0.0]), tf.Variable(0.0, dtype=tf.float64)
+    path = Checkpoints(tmp_path, 1, weights=restored, training_seconds=clock).restore()
+    assert path.endswith("ckpt-7") and restored.numpy().tolist() == [1.0, 2.0]
+    assert float(clock) == 0.0
 
 
 def test_corrupt_checkpoint_falls_back_to_the_previous(tmp_path, corpus):

@@ -220,13 +220,27 @@ def cmd_zoo_build(args):
 
 
 def cmd_bench(args):
-    from benchmarks import bench
+    from benchmarks import bench, quality
 
-    sections = args.only.split(",") if args.only else bench.SECTIONS
+    sections = (args.only.split(",") if args.only else
+                bench.QUICK_SECTIONS if args.quick else bench.SECTIONS)
     unknown = set(sections) - set(bench.SECTIONS)
     if unknown:
         raise UserError(f"--only {','.join(sorted(unknown))}: valid sections: {', '.join(bench.SECTIONS)}")
-    result = bench.run(quick=args.quick, sections=sections)
+    if args.quality:
+        sections = ("quality",)
+    options = {key: value for key, value in (
+        ("names", args.rows and args.rows.split(",")), ("corpus_spec", args.data),
+        ("normalize", args.normalize), ("seconds", args.seconds), ("plot", args.plot)) if value}
+    if args.normalize == "none":
+        options["normalize"] = None
+    unknown = set(options.get("names", ())) - set(quality.ROWS)
+    if unknown:
+        raise UserError(f"--rows {','.join(sorted(unknown))}: valid rows: {', '.join(quality.ROWS)}")
+    if options and "quality" not in sections:
+        raise UserError("--rows, --data, --normalize, --seconds and --plot are the quality "
+                        "section's: add --quality (or --only quality)")
+    result = bench.run(quick=args.quick, sections=sections, quality_options=options)
     print(json.dumps(result, indent=2) if args.json else bench.format_table(result))
 
 
@@ -238,7 +252,8 @@ def format_table(header, rows):
 
 
 def add_data_arguments(parser):
-    parser.add_argument("--data", help="text8 (default), builtin, or a path to text8.zip / a text file")
+    parser.add_argument("--data", help="text8 (default), builtin, tinyshakespeare (both downloaded "
+                                       "on first use), or a path to text8.zip / a text file")
     parser.add_argument("--normalize", choices=["text8"], help="map the text to text8's alphabet")
 
 
@@ -256,7 +271,9 @@ def build_parser():
     train.add_argument("--learning-rate", type=float)
     train.add_argument("--steps", type=int, help="stop after this many steps in all")
     train.add_argument("--epochs", type=float, help="stop after this many epochs")
-    train.add_argument("--max-time", type=float, help="stop cleanly after SECONDS, then evaluate")
+    train.add_argument("--max-time", type=float,
+                       help="train for SECONDS, validations and checkpoints included (start-up "
+                            "and the final evaluation are not), then evaluate")
     train.add_argument("--seed", type=int)
     train.add_argument("--strategy", choices=["none", "mirrored", "multiworker"],
                        help="tf.distribute: all local devices, or workers from TF_CONFIG")
@@ -327,7 +344,20 @@ def build_parser():
     bench.add_argument("--quick", action="store_true", help="a run of about a minute")
     bench.add_argument("--json", action="store_true", help="one JSON object: machine and rows")
     bench.add_argument("--only", metavar="SECTION,...",
-                       help="train, pipeline, sampling, service, soak, memory (default all)")
+                       help="train, widths, pipeline, sampling, service, soak, memory, quality "
+                            "(default all; with --quick: train to soak, without widths)")
+    quality = bench.add_argument_group(
+        "quality: charzoo and the PyTorch reference trained for the same time, one after the other")
+    quality.add_argument("--quality", action="store_true", help="only the quality section")
+    quality.add_argument("--rows", metavar="ROW,...",
+                         help="lstm-256, lstm-512, gru-512, arch1, arch1-mul, arch1-tuned, arch2 (default: all "
+                              "in a full run, lstm-256 and arch1 with --quick)")
+    quality.add_argument("--data", help="corpus (default tinyshakespeare)")
+    quality.add_argument("--normalize", choices=["text8", "none"],
+                         help="text8 (default) or none")
+    quality.add_argument("--seconds", type=float,
+                         help="training budget of each side (default 300; 60 with --quick)")
+    quality.add_argument("--plot", metavar="FILE.png", help="draw the validation curves")
     bench.set_defaults(handler=cmd_bench)
 
     serve = commands.add_parser("serve", help="the HTTP sampling service")

@@ -20,6 +20,10 @@ TEXT8_ALPHABET = " abcdefghijklmnopqrstuvwxyz"
 TEXT8_URL = "http://mattmahoney.net/dc/text8.zip"
 TEXT8_ZIP_BYTES = 31_344_016
 TEXT8_CHARACTERS = 100_000_000
+TINY_SHAKESPEARE_URL = ("https://raw.githubusercontent.com/karpathy/char-rnn/master/data/"
+                        "tinyshakespeare/input.txt")
+TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+TINY_SHAKESPEARE_BYTES = 1_115_394
 SPLIT = (0.9, 0.05, 0.05)
 DIGITS = "zero one two three four five six seven eight nine".split()
 
@@ -163,40 +167,63 @@ def read_text8_zip(path, expected_characters=TEXT8_CHARACTERS):
     return codes
 
 
-def download(url, destination, expected_bytes, expected_characters, timeout=30):
-    """Downloads through a temporary file, verifies it, then renames it into place."""
+def download(url, destination, verify, timeout=30):
+    """Downloads through a temporary file, `verify(path)`s it (raising DataError if it is
+    not what it should be), then renames it into place."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=destination.parent, suffix=".part")
     try:
         with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
             while chunk := response.read(1 << 20):
                 out.write(chunk)
-        size = os.path.getsize(temporary)
-        if size != expected_bytes:
-            raise DataError(f"download of {url} gave {size:,} bytes, expected {expected_bytes:,}")
-        read_text8_zip(temporary, expected_characters)
+        verify(temporary)
         os.replace(temporary, destination)
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
 
 
+def cached(name, url, verify, size, directory=None):
+    """The path of corpus file `name` in the cache, downloaded and verified on first use."""
+    path = Path(directory or cache_dir()) / name
+    if not path.exists():
+        print(f"charzoo: downloading {name} from {url} to {path}", flush=True)
+        try:
+            download(url, path, verify)
+        except (urllib.error.URLError, OSError) as error:
+            raise DataError(
+                f"{name} is not in {path.parent} and cannot be downloaded from {url} ({error}). "
+                f"Put {name} ({size:,} bytes) at {path} (or set CHARZOO_DATA to its folder), or "
+                "train on another corpus: --data builtin, or --data PATH for a text file (with "
+                "--normalize text8 to map it to text8's alphabet)."
+            ) from None
+    return path
+
+
 def text8_codes(directory=None, url=TEXT8_URL, expected_bytes=TEXT8_ZIP_BYTES,
                 expected_characters=TEXT8_CHARACTERS):
     """text8 from the cache, downloading and verifying it on first use."""
-    path = Path(directory or cache_dir()) / "text8.zip"
-    if not path.exists():
-        print(f"charzoo: downloading text8 from {url} to {path}", flush=True)
-        try:
-            download(url, path, expected_bytes, expected_characters)
-        except (urllib.error.URLError, OSError) as error:
-            raise DataError(
-                f"text8 is not in {path.parent} and cannot be downloaded from {url} ({error}). "
-                f"Put text8.zip ({expected_bytes:,} bytes) at {path} (or set CHARZOO_DATA to its "
-                "folder), or train on another corpus: --data builtin, or --data PATH for a text "
-                "file (with --normalize text8 to map it to text8's alphabet)."
-            ) from None
+
+    def verify(path):
+        size = os.path.getsize(path)
+        if size != expected_bytes:
+            raise DataError(f"download of {url} gave {size:,} bytes, expected {expected_bytes:,}")
+        read_text8_zip(path, expected_characters)
+
+    path = cached("text8.zip", url, verify, expected_bytes, directory)
     return read_text8_zip(path, expected_characters)
+
+
+def tiny_shakespeare_text(directory=None, url=TINY_SHAKESPEARE_URL, sha256=TINY_SHAKESPEARE_SHA256):
+    """Tiny Shakespeare (char-rnn's 1.1M characters) from the cache, downloaded on first use."""
+
+    def verify(path):
+        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        if digest != sha256:
+            raise DataError(f"download of {url} has SHA-256 {digest}, expected {sha256}")
+
+    return cached("tinyshakespeare.txt", url, verify, TINY_SHAKESPEARE_BYTES,
+                  directory).read_text(encoding="utf-8")
 
 
 def builtin_text():
@@ -207,14 +234,18 @@ def builtin_text():
 
 
 def load(spec="text8", normalize=None):
-    """Loads the corpus named by `spec`: "text8", "builtin", or a path to a text8.zip or text file."""
+    """Loads the corpus named by `spec`: "text8", "builtin", "tinyshakespeare", or a path
+    to a text8.zip or text file."""
     if spec == "text8":
         return corpus_from_codes("text8", text8_codes(), "text8")
     if spec == "builtin":
         return corpus_from_text("builtin", builtin_text(), "text8")
+    if spec == "tinyshakespeare":
+        return corpus_from_text("tinyshakespeare", tiny_shakespeare_text(), normalize)
     path = Path(spec)
     if not path.is_file():
-        raise DataError(f"no corpus at {spec!r}: give 'text8', 'builtin' or the path of a file")
+        raise DataError(f"no corpus at {spec!r}: give 'text8', 'builtin', 'tinyshakespeare' or "
+                        "the path of a file")
     if zipfile.is_zipfile(path):
         return corpus_from_codes(str(path), read_text8_zip(path, None), "text8")
     try:

@@ -4,18 +4,19 @@ import contextlib
 import json
 import math
 import signal
-import sys
 import time
 
 import tensorflow as tf
 
 from training import data, finetune
 from training.batches import Windows
+from training.clock import RunClock
 from training.config import Config
 from training.diagnostics import gradient_flow, spectral_radii
 from training.distribute import (DistributedTrainer, is_chief, make_checkpoints, make_strategy,
                                  scratch_dir)
 from training.export import export_run
+from training.progress import TrainingProgress
 from training.run_dir import BestCheckpoint, CheckpointMismatch, RunDir, RunDirError, build_model
 from training.step import Trainer, make_optimizer, sample_text, set_seed
 from training.tensorboard import TensorBoardLogger
@@ -41,7 +42,7 @@ def steps_in_next_call(config, step, left_in_epoch, target):
     room = min(left_in_epoch, target - step if target is not None else left_in_epoch)
     for every in (config.log_every, config.eval_every, config.checkpoint_every,
                   config.histogram_every):
-        if every > 0:  # histogram_every may be 0: never
+        if every:  # eval_every None: by time; histogram_every 0: never
             room = min(room, every - step % every)
     return config.steps_per_execution if room >= config.steps_per_execution else 1
 
@@ -53,19 +54,6 @@ def total_steps(config, per_epoch):
     if not limits and config.max_time is None:
         limits.append(per_epoch)  # with no limit at all, one epoch
     return min(limits) if limits else None
-
-
-class Progress:
-    """One progress line per report, redrawn in place on a terminal."""
-
-    def __init__(self, target):
-        self.target = f"/{target:,}" if target else ""
-        self.terminal = sys.stdout.isatty()
-
-    def update(self, step, loss, learning_rate, speed):
-        line = (f"step {step:,}{self.target}  loss {loss:.4f}  bpc {loss / math.log(2):.4f}  "
-                f"lr {learning_rate:.4g}  {speed:,.0f} chars/s")
-        print(f"\r{line}" if self.terminal else line, end="" if self.terminal else "\n", flush=True)
 
 
 @contextlib.contextmanager
@@ -81,12 +69,14 @@ def stop_requests():
             signal.signal(s, old)
 
 
-def validate(trainer, corpus, config, logger, step, best, final=False):
-    """Validates, logs, and keeps the weights if they are the best yet (periodic
-    validations all score the same first `eval_characters`, so they compare)."""
+def validate(trainer, corpus, config, logger, step, best, clock, characters, final=False):
+    """Validates, logs (against steps, training seconds and characters seen), and keeps
+    the weights if they are the best yet (periodic validations all score the same
+    first `eval_characters`, so they compare)."""
     metrics = trainer.evaluate(corpus.valid, config.eval_streams,
                                max_characters=None if final else config.eval_characters)
-    logger.log_validation(step, metrics["loss"], metrics["bpc"])
+    logger.log_validation(step, metrics["loss"], metrics["bpc"], clock.run_seconds(),
+                          int(characters))
     if not final and best.offer(step, metrics["bpc"]):
         logger.log_best(step, metrics["bpc"])
     text = sample_text(trainer.model, corpus.alphabet, config.sample_prime, config.sample_length,
@@ -157,9 +147,10 @@ def train(config: Config, run_dir, corpus=None):
     position = tf.Variable(0, dtype=tf.int64, name="position")  # windows consumed, skipped ones too
     state = tf.Variable(model.initial_state(config.batch_size), name="carried_state")
     characters = tf.Variable(0, dtype=tf.int64, name="characters_seen")
+    seconds = tf.Variable(0.0, dtype=tf.float64, name="training_seconds")  # across resumes
     checkpoints = make_checkpoints(strategy, run.checkpoint_dir, config.keep_checkpoints,
                                    model=model, optimizer=optimizer, position=position, state=state,
-                                   characters=characters)
+                                   characters=characters, training_seconds=seconds)
     try:
         restored = checkpoints.restore()
     except CheckpointMismatch as error:
@@ -184,18 +175,17 @@ def train(config: Config, run_dir, corpus=None):
     written.write_alphabet(corpus)
     logger = TensorBoardLogger(str(run.logs if chief else scratch_dir("logs")),
                                histogram_every=config.histogram_every)
-    progress = Progress(target)
-    started, bad_steps, clipped, counted = time.monotonic(), 0, 0, 0
-    side_seconds = 0.0  # validation, diagnostics and checkpoints: not training speed
+    clock = RunClock(config, seconds)
+    bad_steps, clipped, counted = 0, 0, 0
     histograms_at = None  # the last step with weight and gradient histograms
     tick, tick_step = time.monotonic(), int(position)
     stop_reason = "steps"
-    with stop_requests() as requested:
+    with stop_requests() as requested, TrainingProgress(target, config.max_time) as progress:
         while target is None or int(position) < target:
             if requested:
                 stop_reason = requested[0]
                 break
-            if config.max_time is not None and time.monotonic() - started >= config.max_time:
+            if clock.out_of_time():
                 stop_reason = "max_time"
                 break
             index = int(position) % len(windows)
@@ -203,8 +193,10 @@ def train(config: Config, run_dir, corpus=None):
                 state.assign(tf.zeros_like(state))  # a new epoch starts from a fresh state
             count = steps_in_next_call(config, int(position), len(windows) - index, target)
             inputs, targets = windows.span(index, count)
+            call_started = time.monotonic()
             out = {name: value.numpy() for name, value in
                    trainer.train_steps(inputs, targets, state).items()}
+            clock.record_call(time.monotonic() - call_started)
             for offset, finite in enumerate(out["finite"], start=int(position) + 1):
                 bad_steps = 0 if finite else bad_steps + 1
                 if bad_steps >= config.max_bad_steps:
@@ -227,38 +219,45 @@ def train(config: Config, run_dir, corpus=None):
                                  float(out["grad_norm"][-1]), clipped / max(counted, 1), speed)
                 progress.update(step, loss, trainer.learning_rate(), speed)
             if logger.wants_histograms(step) or histograms_at is None:  # and after the first call
-                histograms_at = log_histograms(trainer, logger, inputs, targets, state, step)
-            side_started = time.monotonic()
-            if step % config.eval_every == 0:
-                validate(trainer, corpus, config, logger, step, best)
-                log_diagnostics(trainer, windows, state, logger, step)
+                with clock.side_work():
+                    histograms_at = log_histograms(trainer, logger, inputs, targets, state, step)
+            if clock.validation_due(step, config.eval_every):
+                with clock.side_work(validated=True):
+                    validate(trainer, corpus, config, logger, step, best, clock, characters)
+                    log_diagnostics(trainer, windows, state, logger, step)
             if step % config.checkpoint_every == 0:
-                checkpoints.save(step)
-            side_seconds += time.monotonic() - side_started
+                with clock.side_work():
+                    clock.save()
+                    checkpoints.save(step)
     step = int(position)
     if histograms_at not in (None, step):  # the last step, however the run stopped
         log_histograms(trainer, logger, inputs, targets, state, step)
+    clock.stop()
     checkpoints.save(step)
-    training_seconds = time.monotonic() - started - side_seconds
     if stop_reason in ("SIGINT", "SIGTERM"):
         logger.close()
-        print(f"\ncharzoo: {stop_reason}: checkpoint saved at step {step}; run the same command "
+        print(f"charzoo: {stop_reason}: checkpoint saved at step {step}; run the same command "
               "to resume", flush=True)
         return {"interrupted": stop_reason, "steps": step}
-    print(flush=True)
-    valid = validate(trainer, corpus, config, logger, step, best, final=True)
+    valid = validate(trainer, corpus, config, logger, step, best, clock, characters, final=True)
     log_diagnostics(trainer, windows, state, logger, step)
     test = trainer.evaluate(corpus.test, config.eval_streams)
     best_weights = choose_best(config, corpus, best, step,
                                {"valid_bpc": valid["bpc"], "test_bpc": test["bpc"]})
     logger.log_best(best_weights["step"], best_weights["valid_bpc"], final_step=step)
+    timing = clock.report()
     metrics = {
         "steps": step,
         "stopped_by": stop_reason,
         "characters_seen": int(characters),
+        # Between validations and checkpoints (the step's speed), and over the whole loop.
         "chars_per_second": counted * config.batch_size * config.unrollings
-        / max(training_seconds, 1e-9),
-        "seconds": time.monotonic() - started,
+        / max(timing["training"], 1e-9),
+        "chars_per_second_overall": counted * config.batch_size * config.unrollings
+        / max(timing["loop"], 1e-9),
+        "seconds": timing["loop"],
+        "training_seconds": clock.run_seconds(),  # of the whole run, resumes included
+        "timing": timing,
         "valid_bpc": valid["bpc"],
         "valid_characters": valid["characters"],
         "test_bpc": test["bpc"],

@@ -190,9 +190,21 @@ class Checkpoints:
     starting afresh would overwrite them.
     """
 
+    # Objects added after runs were first written: a checkpoint without them still restores.
+    OPTIONAL = ("training_seconds",)
+
     def __init__(self, directory, keep, **objects):
+        self.objects = objects
         self.checkpoint = tf.train.Checkpoint(**objects)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(directory), max_to_keep=keep)
+
+    def readable_part(self, path):
+        """The checkpoint object for what `path` holds: all objects, less optional ones it lacks."""
+        saved = {name.split("/")[0] for name, _ in tf.train.list_variables(path)}
+        missing = [name for name in self.OPTIONAL if name in self.objects and name not in saved]
+        if not missing:
+            return self.checkpoint
+        return tf.train.Checkpoint(**{k: v for k, v in self.objects.items() if k not in missing})
 
     def save(self, step):
         return self.manager.save(checkpoint_number=step)
@@ -205,7 +217,13 @@ class Checkpoints:
         """
         for path in reversed(self.manager.checkpoints):
             try:
-                self.checkpoint.restore(path).expect_partial().assert_existing_objects_matched()
+                checkpoint = self.readable_part(path)
+            except Exception as error:  # noqa: BLE001  (missing or unreadable index)
+                warnings.warn(f"checkpoint {path} is unreadable ({first_line(error)}); "
+                              "trying the one before")
+                continue
+            try:
+                checkpoint.restore(path).expect_partial().assert_existing_objects_matched()
                 return path
             except (ValueError, AssertionError) as error:  # read, but of other shapes or objects
                 raise CheckpointMismatch(

@@ -166,11 +166,19 @@ class TensorBoardLogger:
                     tf.summary.histogram(f"gradients/{variable.path}", tf.convert_to_tensor(gradient))
         return True
 
-    def log_validation(self, step, loss, bpc):
-        """Validation loss and bits per character, under the training tag names."""
+    def log_validation(self, step, loss, bpc, seconds=None, characters=None):
+        """Validation loss and bits per character, under the training tag names;
+        with `seconds` (of training) and `characters` (seen), also the BPC against
+        each of them, as the steps of `bpc_by_seconds` and `bpc_by_characters`:
+        the curves to compare models that train at different speeds."""
         with self.validation_writer.as_default(step=step):
             tf.summary.scalar("loss", loss)
             tf.summary.scalar("bpc", bpc)
+        with self.validation_writer.as_default():
+            if seconds is not None:
+                tf.summary.scalar("bpc_by_seconds", bpc, step=round(seconds))
+            if characters is not None:
+                tf.summary.scalar("bpc_by_characters", bpc, step=characters)
 
     def log_best(self, step, bpc, final_step=None):
         """The best validation BPC so far (a step that improved on every earlier one);

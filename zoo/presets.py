@@ -25,6 +25,10 @@ PRESETS = {
         "description": "Arch 1 with input and state transforms multiplied, ReLU, n=100",
         "model": {"family": "arch1", "units": 100, "combine": "mul", "activation": "relu"},
     },
+    "arch1-tuned": {
+        "description": "Arch 1 mul, ReLU, n=200, trained with Adam: a tuned variant, not the reference",
+        "model": {"family": "arch1", "units": 200, "combine": "mul", "activation": "relu"},
+    },
     "arch1-orth": {
         "description": "Arch 1 add, ReLU, orthogonal recurrent kernel (Saxe et al. 2014), n=100",
         "model": {"family": "arch1", "units": 100, "combine": "add", "activation": "relu",
@@ -40,12 +44,12 @@ PRESETS = {
                   "recurrent_initializer": "identity"},
     },
     "lstm": {
-        "description": "LSTM-512, Keras' LSTM with a fused CPU loop",
-        "model": {"family": "lstm", "units": 512},
+        "description": "LSTM-512 over a learned 64-wide embedding, Keras' LSTM with a fused CPU loop",
+        "model": {"family": "lstm", "units": 512, "embedding_size": 64},
     },
     "gru": {
-        "description": "GRU-512, Keras' GRU (reset after) with a fused CPU loop",
-        "model": {"family": "gru", "units": 512},
+        "description": "GRU-512 (reset after) over a learned 64-wide embedding, fused CPU loop",
+        "model": {"family": "gru", "units": 512, "embedding_size": 64},
     },
 }
 
