@@ -27,7 +27,8 @@ def flops_per_char(model):
     """The model's FLOPs per training character: dense multiply-adds x2 of the
     forward pass, x3 for forward and backward. The multiply-adds per step are
     the sizes of the matrices a step multiplies by: each recurrent kernel and
-    the output projection (an input transform of ids is a gather: it counts 0).
+    the output projection (an input transform of ids is a gather: it counts 0; so does the
+    LSTM's and GRU's `[64, 4n]` input kernel behind their embedding, a few percent).
 
     Like MFU, this counts the model's work, not the work executed: Arch 1's
     and Arch 2's per-class tables skip part of it, so their rate can read
