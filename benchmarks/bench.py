@@ -21,12 +21,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from benchmarks import peers, quality
+from benchmarks import names as names_bench, peers, quality
 from benchmarks.loadgen import cpu_seconds, free_port, requests, wait_for_server
 from benchmarks.peers import rate
 from benchmarks.rows import row
 from benchmarks.soak import soak_rows
-from benchmarks.train_speed import ALPHABET, pipeline_rows, recipe, train_rows, width_rows
+from benchmarks.train_speed import (ALPHABET, pipeline_rows, recipe, train_rows, variant_rows,
+                                    width_rows)
 from training.batches import Windows
 from training.run_dir import build_model
 from training.step import Trainer, make_optimizer
@@ -34,7 +35,8 @@ from training.step import Trainer, make_optimizer
 # Work per mode: (repeats, seconds per repeat, sampled characters, service requests per client,
 # seconds of soak).
 EFFORT = {"tiny": (2, 0.01, 4, 1, 3), "quick": (3, 0.3, 64, 2, 30), "full": (7, 1.5, 512, 8, 180)}
-SECTIONS = ("train", "widths", "pipeline", "sampling", "service", "soak", "memory", "quality")
+SECTIONS = ("train", "widths", "variants", "pipeline", "sampling", "service", "soak", "memory", "quality",
+            "names")
 QUICK_SECTIONS = ("train", "pipeline", "sampling", "service", "soak")  # about a minute
 # The quality section's rows and seconds per side, full and quick (asked for with --only).
 QUALITY = {"quick": (("lstm-256", "arch1"), 60.0), "full": (tuple(quality.ROWS), 300.0)}
@@ -194,7 +196,7 @@ def service_rows(models_dir, effort, length=100):
     return rows
 
 
-def run(quick: bool, tiny: bool = False, sections=SECTIONS, quality_options=None):
+def run(quick: bool, tiny: bool = False, sections=SECTIONS, quality_options=None, names_options=None):
     """Runs the benchmark.
 
     Args:
@@ -205,6 +207,9 @@ def run(quick: bool, tiny: bool = False, sections=SECTIONS, quality_options=None
         quality_options: dict of `quality.quality_rows` arguments (`names`,
             `corpus_spec`, `normalize`, `seconds`) over the mode's defaults;
             `plot`: a PNG path for the curves.
+        names_options: dict with `directory` (a class directory; without it the
+            names section is skipped), and optionally `seconds` and `rows` (of
+            `benchmarks.names.ROWS`).
 
     Returns:
         dict with `machine` (CPU, cores, versions), `rows` and (quality) `curves`.
@@ -217,6 +222,8 @@ def run(quick: bool, tiny: bool = False, sections=SECTIONS, quality_options=None
         rows += train
     if "widths" in sections:
         rows += width_rows(tiny, effort)
+    if "variants" in sections:
+        rows += variant_rows(tiny, effort)
     if "pipeline" in sections and speeds:
         rows += pipeline_rows(tiny, effort, speeds)
     if {"sampling", "service", "soak"} & set(sections):
@@ -246,6 +253,10 @@ def run(quick: bool, tiny: bool = False, sections=SECTIONS, quality_options=None
             quality.plot(result["curves"], plot_path,
                          f"{options.get('corpus_spec', 'tinyshakespeare')}, {options['seconds']:g} s "
                          f"per model; {m['cpu']}, {m['cores']} cores")
+    options = {"seconds": 120.0, "rows": tuple(names_bench.ROWS), **(names_options or {})}
+    if "names" in sections and options.get("directory"):  # the CLI says when it is skipped
+        rows += names_bench.names_rows(options["directory"], options["seconds"], options["rows"], row,
+                                       has_torch=peers.torch_version() is not None)
     result["seconds"] = time.monotonic() - started
     return result
 

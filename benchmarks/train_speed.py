@@ -1,5 +1,6 @@
 """Training throughput rows: each family's train step against Keras, PyTorch and a TF1-style
-graph at the preset's shapes, and LSTM / GRU at every width."""
+graph at the preset's shapes, LSTM / GRU at every width, and the LSTM variants against
+Keras' LSTM."""
 
 import numpy as np
 import tensorflow as tf
@@ -11,11 +12,12 @@ from training import config
 from training.batches import Windows
 from training.run_dir import build_model
 from training.step import Trainer, make_optimizer
-from zoo import FAMILIES
 
 ALPHABET = " abcdefghijklmnopqrstuvwxyz"
 TINY = {"batch_size": 4, "unrollings": 5, "model": {"units": 8}}
 WIDTHS = (128, 256, 512, 1024)  # the width sweep's units; tiny runs use 8 and 16
+FAMILIES = ("arch1", "arch2", "lstm", "gru")  # the train section's; each its preset
+VARIANTS = ("lstm-peephole", "lstm-cifg", "lstm-ln")  # the variants section's presets
 
 
 def recipe(family, tiny):
@@ -165,4 +167,22 @@ def width_rows(tiny, effort):
         rows.append(row(label, ours, "chars/s", f"torch nn.{family.upper()}({units})",
                         torch_speeds.get(f"{family}-{units}"), target=1.0,
                         note=None if has_torch else "torch not importable: skipped"))
+    return rows
+
+
+def variant_rows(tiny, effort):
+    """The LSTM variants' presets against Keras' LSTM of the same width and shapes (the
+    closest peer: Keras has none of the variants)."""
+    repeats, seconds = effort[:2]
+    rows, keras_speed = [], None
+    for family in VARIANTS:
+        s = recipe(family, tiny)
+        units, chars, per_call = s.model["units"], s.batch_size * s.unrollings, s.steps_per_execution
+        if keras_speed is None:
+            keras_speed = rate(peers.keras_train_step(
+                "lstm", s.batch_size, s.unrollings, units, len(ALPHABET), make_optimizer(s),
+                s.clip_norm), chars, repeats, seconds)
+        ours = rate(our_train_step(s, per_call)[0], per_call * chars, repeats, seconds)
+        rows.append(row(f"train {family} (b{s.batch_size} u{s.unrollings} n{units})", ours,
+                        "chars/s", f"Keras LSTM({units})", keras_speed, target=1.0))
     return rows

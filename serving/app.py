@@ -73,6 +73,15 @@ class ScoreRequest(BaseModel):
     text: str = Field(description="the text; normalised as the model's training text was")
 
 
+class ClassifyRequest(BaseModel):
+    """Strings to classify."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    texts: list[str] = Field(description="the strings, 1 to 256 of them, each 1 to 200 characters")
+    top: int = Field(default=3, description="classes per string, likeliest first")
+
+
 def unprocessable(error):
     return HTTPException(422, detail=[{"loc": ["body", error.field], "msg": str(error),
                                        "type": "value_error"}])
@@ -137,10 +146,14 @@ def create_app(models_dir, limits=LIMITS, max_body=65_536, request_timeout=30.0,
     app.state.repository = repository
     app.state.metrics = metrics
 
-    def get_model(name):
+    def get_model(name, task=None):
+        """The served model `name` (404 if none); 422 if it does not do `task`."""
         model = repository.get(name)
         if model is None:
             raise HTTPException(404, detail=f"no model called {name!r}")
+        if task and model.task != task:
+            right = "classify" if model.task == "classify" else "sample"
+            raise HTTPException(422, detail=f"{name} does not {task}; use POST /v1/models/{name}:{right}")
         return model
 
     @app.get("/", include_in_schema=False)
@@ -194,12 +207,12 @@ def create_app(models_dir, limits=LIMITS, max_body=65_536, request_timeout=30.0,
                                               "msg": "beam search cannot stream: its best text is "
                                                      "known only at the end"}])
         if settings.beam_width > 1:
-            model = get_model(name)
+            model = get_model(name, "generate")
             prime = checked(model)
             texts, bits = await in_thread(lambda: model.beam_search(prime, settings), deadline)
             return {"model": model.name, "version": model.version, "samples": texts, "bits": bits, "elapsed_ms": round((time.monotonic() - started) * 1000, 3)}
         if body.stream:
-            model = get_model(name)
+            model = get_model(name, "generate")
             chunks = model.chunks_of(checked(model), settings, seed, chunk=16)
             answer = {"model": model.name, "version": model.version, "seed": seed}
             stops = StopStream(settings.num_samples, settings.stop, settings.include_stop)
@@ -213,6 +226,9 @@ def create_app(models_dir, limits=LIMITS, max_body=65_536, request_timeout=30.0,
                 name, lambda model: Work(checked(model), settings, seed, deadline))
         except KeyError:
             raise HTTPException(404, detail=f"no model called {name!r}") from None
+        except TypeError:
+            get_model(name, "generate")  # says what to do instead
+            raise
         waiting = asyncio.wrap_future(future)  # cancelling it cancels the work too
         gone = asyncio.ensure_future(disconnected(request))
         done, _ = await asyncio.wait({waiting, gone}, timeout=max(deadline - time.monotonic(), 0),
@@ -235,7 +251,7 @@ def create_app(models_dir, limits=LIMITS, max_body=65_536, request_timeout=30.0,
     async def score(name: str, body: ScoreRequest):
         """Bits of surprise of each character of `text` (as the model read it), and in all."""
         started = time.monotonic()
-        model = get_model(name)
+        model = get_model(name, "generate")
 
         def work():
             try:
@@ -245,6 +261,22 @@ def create_app(models_dir, limits=LIMITS, max_body=65_536, request_timeout=30.0,
 
         scored = await in_thread(work, started + request_timeout)
         return {"model": model.name, "version": model.version, **scored,
+                "elapsed_ms": round((time.monotonic() - started) * 1000, 3)}
+
+    @app.post("/v1/models/{name}:classify")
+    async def classify(name: str, body: ClassifyRequest):
+        """The likeliest classes of each string, with their probabilities."""
+        started = time.monotonic()
+        model = get_model(name, "classify")
+
+        def work():
+            try:
+                return model.classify(body.texts, body.top)
+            except SettingError as error:
+                raise unprocessable(error) from None
+
+        answers = await in_thread(work, started + request_timeout)
+        return {"model": model.name, "version": model.version, "classes": answers,
                 "elapsed_ms": round((time.monotonic() - started) * 1000, 3)}
 
     return app

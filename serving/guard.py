@@ -15,7 +15,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 PAGES = {"/": "page", "/healthz": "healthz", "/readyz": "readyz", "/metrics": "metrics",
          "/v1/models": "models", "/docs": "docs", "/openapi.json": "openapi"}
-ACTIONS = {"": "describe", "sample": "sample"}
+ACTIONS = {"": "describe", "sample": "sample", "score": "score", "classify": "classify"}
 
 
 def endpoint_of(path, known_models):

@@ -80,6 +80,36 @@ def check_variables(version_dir):
         reader.get_tensor(name)
 
 
+def read_export(path):
+    """`(version_dir, model card, loaded SavedModel)` of an export (see `find_version_dir`).
+
+    Raises:
+        ValueError: `path` holds no export, or its files cannot be read.
+    """
+    path = find_version_dir(path)
+    card_path = path / "assets" / "model.json"
+    try:
+        card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+        check_variables(path)
+        saved = tf.saved_model.load(str(path))
+    except (tf.errors.OpError, OSError, ValueError) as error:  # a bad copy, a checksum error, a missing file
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"cannot load {path}: {message}") from None
+    return path, card, saved
+
+
+def load_export(path, name=None):
+    """An `ExportedModel`, or an `ExportedClassifier` if the model card says it classifies."""
+    from serving.classifier import ExportedClassifier
+
+    card_path = find_version_dir(path) / "assets" / "model.json"
+    try:
+        task = json.loads(card_path.read_text()).get("task") if card_path.is_file() else None
+    except (OSError, ValueError):
+        task = None  # read_export says what is wrong
+    return (ExportedClassifier if task == "classify" else ExportedModel)(path, name)
+
+
 class ExportedModel:
     """A loaded export and its model card.
 
@@ -92,22 +122,16 @@ class ExportedModel:
         ValueError: `path` holds no export, or its files cannot be read.
     """
 
+    task = "generate"
+
     def __init__(self, path, name=None):
-        self.path = find_version_dir(path)
-        card_path = self.path / "assets" / "model.json"
-        self.card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+        self.path, self.card, self._saved = read_export(path)
         self.name = name or self.path.parent.name
         self.version = version_of(self.path) or 0
         self.alphabet = self.card["alphabet"]
         self.normalize = self.card.get("normalize")
         # Exports made before the graph normalised primes itself take only the alphabet.
         self.takes_any_prime = bool(self.card.get("normalizes_primes"))
-        try:
-            check_variables(self.path)
-            self._saved = tf.saved_model.load(str(self.path))
-        except (tf.errors.OpError, OSError) as error:  # a bad copy, a checksum error, a missing file
-            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ValueError(f"cannot load {self.path}: {message}") from None
         signatures = self._saved.signatures
         self._generate = signatures["generate"]
         self._start = signatures["start"]
@@ -135,6 +159,7 @@ class ExportedModel:
         return {
             "name": self.name,
             "version": self.version,
+            "task": self.task,
             "family": card.get("family"),
             "preset": card.get("preset"),
             "alphabet": self.alphabet,

@@ -24,7 +24,7 @@ import threading
 from pathlib import Path
 
 from serving.batching import Closed, MicroBatcher
-from serving.model import ExportedModel, version_of
+from serving.model import load_export, version_of
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +56,13 @@ def fingerprint(version_dir):
 
 @dataclasses.dataclass
 class Served:
-    model: ExportedModel
-    batcher: MicroBatcher
+    model: object  # a serving.model.ExportedModel, or a serving.classifier.ExportedClassifier
+    batcher: MicroBatcher | None  # None for a classifier
     fingerprint: tuple
+
+    def close(self):
+        if self.batcher:
+            self.batcher.close()
 
 
 @dataclasses.dataclass
@@ -112,7 +116,7 @@ class ModelRepository:
         self._closed.set()
         with self._lock:
             for served in self._served.values():
-                served.batcher.close()
+                served.close()
 
     def rescan(self):
         """Brings the served models in line with the directory.
@@ -165,7 +169,7 @@ class ModelRepository:
             if failure and failure.fingerprint == files:
                 continue  # failed with these very files; wait until they change
             try:
-                model = ExportedModel(path, name=name)
+                model = load_export(path, name=name)
                 # The batch sizes the served version met, before the new one takes requests:
                 # no compiling under a deadline, and no more compiled than the traffic needs.
                 model.warm_up(frozenset(served.model.batch_sizes) if served else (1,))
@@ -182,7 +186,10 @@ class ModelRepository:
                 continue
             with self._lock:
                 self._failed.pop(path, None)
-            self._swap(name, Served(model, MicroBatcher(model, self.max_rows, metrics=self.metrics), files))
+            # A classifier's requests are whole already: only generation merges rows.
+            batcher = (MicroBatcher(model, self.max_rows, metrics=self.metrics)
+                       if model.task == "generate" else None)
+            self._swap(name, Served(model, batcher, files))
             return
         if served:
             self._unload(name, "its served version is gone and no other loads")
@@ -193,7 +200,7 @@ class ModelRepository:
             self._served[name] = served
         log.info("serving %s version %s", name, served.model.version)
         if old:
-            old.batcher.close()
+            old.close()
             release_memory()
 
     def _unload(self, name, why):
@@ -201,7 +208,7 @@ class ModelRepository:
             old = self._served.pop(name, None)
         if old:
             log.warning("unloaded %s: %s", name, why)
-            old.batcher.close()
+            old.close()
             release_memory()
 
     def models(self):
@@ -239,10 +246,13 @@ class ModelRepository:
 
         Raises:
             KeyError: no model called `name`.
+            TypeError: the model does not generate (a classifier).
         """
         while True:
             with self._lock:
                 served = self._served[name]
+            if served.batcher is None:
+                raise TypeError(f"{name} is a classifier: it does not generate")
             try:
                 return served.model, served.batcher.submit(prepare(served.model))
             except Closed:

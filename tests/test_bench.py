@@ -98,3 +98,25 @@ def test_the_torch_reference_trains_for_its_budget_and_scores_like_charzoo(tmp_p
     assert 3.0 <= result["seconds"] < 6.0 and result["characters"] > 0
     assert result["test_bpc"] < np.log2(5) and len(result["curve"]) >= 3
     assert result["curve"][-1]["bpc"] == result["valid_bpc"]
+
+
+def test_tiny_variant_rows_compare_each_lstm_variant_with_keras_lstm():
+    rows = bench.run(quick=True, tiny=True, sections=("variants",))["rows"]
+    assert [r["name"].split(" (")[0] for r in rows] == ["train lstm-peephole", "train lstm-cifg",
+                                                        "train lstm-ln"]
+    for r in rows:
+        assert r["value"] > 0 and r["peer"] == "Keras LSTM(8)" and r["peer_value"] > 0
+        assert math.isclose(r["ratio"], r["value"] / r["peer_value"])
+
+
+def test_names_rows_train_both_sides_on_the_same_split(tmp_path):
+    from test_classifier import write_classes
+
+    data = write_classes(tmp_path / "data")
+    rows = bench.run(quick=True, tiny=True, sections=("names",),
+                     names_options={"directory": data, "seconds": 2.0, "rows": ("gru", "lstm-cifg")})["rows"]
+    assert [r["name"] for r in rows] == ["names gru, 2 s: test accuracy",
+                                         "names lstm-cifg, 2 s: test accuracy"]
+    assert 0 <= rows[0]["value"] <= 100 and rows[1]["peer"] is None
+    if rows[0]["peer_value"] is not None:  # torch installed
+        assert rows[0]["peer"] == "torch nn.GRU(128)" and 0 <= rows[0]["peer_value"] <= 100

@@ -134,3 +134,26 @@ def test_several_steps_per_call_equal_single_steps(family, extra):
     np.testing.assert_allclose(state, one_state, rtol=1e-5, atol=1e-6)
     for a, b in zip(weights, one_weights):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_last_step_loss_trains_from_the_last_unrolling_only():
+    model = CharLM("lstm-cifg", 5, 4)
+    trainer = Trainer(model, keras.optimizers.SGD(0.1), 1e6, loss_steps="last")
+    rng = np.random.default_rng(2)
+    inputs = rng.integers(0, 4, (3, 6))
+    inputs[:, 0] = 4  # id 4 is read at the first unrolling only
+    inputs = tf.constant(inputs, tf.int32)
+    targets = tf.constant(rng.integers(0, 5, (3, 6)), tf.int32)
+    state = model.initial_state(3)
+    loss, gradients, _ = trainer.gradients(inputs, targets, state)
+    with tf.GradientTape() as tape:
+        logits, _ = model([inputs, state], training=True)
+        expected = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=targets[:, -1], logits=logits[:, -1]))
+    assert float(loss) == pytest.approx(float(expected), rel=1e-6)
+    for ours, theirs in zip(gradients, tape.gradient(expected, model.trainable_variables)):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-7)
+    # The first unrolling's input still gets a gradient, through time.
+    assert np.abs(gradients[0].numpy()[4]).sum() > 0
+    with pytest.raises(ValueError, match="valid: all, last"):
+        tiny_config(loss_steps="first")

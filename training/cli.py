@@ -7,6 +7,9 @@ import sys
 import time
 from pathlib import Path
 
+from training import classify_cli
+from training.errors import UserError
+
 
 def quiet_tensorflow():
     """Imports TensorFlow with its native start-up chatter (CUDA probing, oneDNN) muted."""
@@ -21,10 +24,6 @@ def quiet_tensorflow():
     finally:
         os.dup2(saved, 2)
         os.close(saved)
-
-
-class UserError(Exception):
-    """A problem the user can fix; printed as one line, without a traceback."""
 
 
 def cmd_models(args):
@@ -220,7 +219,7 @@ def cmd_zoo_build(args):
 
 
 def cmd_bench(args):
-    from benchmarks import bench, quality
+    from benchmarks import bench, names, quality
 
     sections = (args.only.split(",") if args.only else
                 bench.QUICK_SECTIONS if args.quick else bench.SECTIONS)
@@ -240,7 +239,16 @@ def cmd_bench(args):
     if options and "quality" not in sections:
         raise UserError("--rows, --data, --normalize, --seconds and --plot are the quality "
                         "section's: add --quality (or --only quality)")
-    result = bench.run(quick=args.quick, sections=sections, quality_options=options)
+    names_options = {"directory": args.names_data, "seconds": args.names_seconds,
+                     "rows": args.names_rows and args.names_rows.split(",")}
+    names_options = {key: value for key, value in names_options.items() if value}
+    unknown = set(names_options.get("rows", ())) - set(names.ROWS)
+    if unknown:
+        raise UserError(f"--names-rows {','.join(sorted(unknown))}: valid rows: {', '.join(names.ROWS)}")
+    if "names" in sections and not args.names_data:
+        print("charzoo: bench: the names section needs --names-data DIR; skipped", file=sys.stderr)
+    result = bench.run(quick=args.quick, sections=sections, quality_options=options,
+                       names_options=names_options)
     print(json.dumps(result, indent=2) if args.json else bench.format_table(result))
 
 
@@ -344,8 +352,9 @@ def build_parser():
     bench.add_argument("--quick", action="store_true", help="a run of about a minute")
     bench.add_argument("--json", action="store_true", help="one JSON object: machine and rows")
     bench.add_argument("--only", metavar="SECTION,...",
-                       help="train, widths, pipeline, sampling, service, soak, memory, quality "
-                            "(default all; with --quick: train to soak, without widths)")
+                       help="train, widths, variants, pipeline, sampling, service, soak, memory, "
+                            "quality, names (default all; with --quick: train to soak, without "
+                            "widths and variants)")
     quality = bench.add_argument_group(
         "quality: charzoo and the PyTorch reference trained for the same time, one after the other")
     quality.add_argument("--quality", action="store_true", help="only the quality section")
@@ -358,7 +367,16 @@ def build_parser():
     quality.add_argument("--seconds", type=float,
                          help="training budget of each side (default 300; 60 with --quick)")
     quality.add_argument("--plot", metavar="FILE.png", help="draw the validation curves")
+    names = bench.add_argument_group("names: classifiers of names by language, charzoo and PyTorch "
+                                     "at equal time")
+    names.add_argument("--names-data", metavar="DIR", help="a class directory (PyTorch's names/)")
+    names.add_argument("--names-seconds", type=float, help="training budget of each side (default 120)")
+    names.add_argument("--names-rows", metavar="ROW,...",
+                       help="gru, gru-bi, lstm, lstm-bi, arch1, lstm-peephole, lstm-cifg, lstm-ln "
+                            "(default all)")
     bench.set_defaults(handler=cmd_bench)
+
+    classify_cli.add_parser(commands)
 
     serve = commands.add_parser("serve", help="the HTTP sampling service")
     serve.add_argument("--models", required=True, help="models directory (MODELS/NAME/VERSION)")

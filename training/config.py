@@ -23,6 +23,7 @@ class Config:
     decay_steps: int  # steps per decay period
     staircase: bool  # decay in whole periods (True) or smoothly (False)
     clip_norm: float  # gradients are clipped to this global norm
+    loss_steps: str = "all"  # train from the loss of every unrolling, or of the "last" one only
     steps_per_execution: int = 25  # train steps per compiled call; a call costs ~a small step
     data: str = "text8"  # corpus: text8, builtin, tinyshakespeare, or a path
     normalize: str | None = None  # "text8" maps a text file to text8's alphabet
@@ -68,8 +69,10 @@ GATED_RECIPE = {"batch_size": 64, "unrollings": 50, "optimizer": "adam", "learni
                 "decay_rate": 0.5, "decay_steps": 50_000, "staircase": False, "clip_norm": 5.0}
 RECIPES = {"arch1": ARCH1_RECIPE, "arch1-add": ARCH1_RECIPE, "arch1-tanh": ARCH1_RECIPE, "arch1-mul": ARCH1_RECIPE,
            "arch1-orth": ARCH1_RECIPE, "arch1-tuned": ARCH1_TUNED_RECIPE,
-           "irnn": ARCH1_RECIPE, "arch2": ARCH2_RECIPE, "lstm": GATED_RECIPE, "gru": GATED_RECIPE}
+           "irnn": ARCH1_RECIPE, "arch2": ARCH2_RECIPE, "lstm": GATED_RECIPE, "gru": GATED_RECIPE,
+           "lstm-peephole": GATED_RECIPE, "lstm-cifg": GATED_RECIPE, "lstm-ln": GATED_RECIPE}
 
+LOSS_STEPS = ("all", "last")
 FIELD_TYPES = typing.get_type_hints(Config)
 SETTABLE = tuple(name for name in FIELD_TYPES if name not in ("preset", "model"))
 
@@ -157,6 +160,8 @@ def parse_value(key, text, kind):
 
 
 def check(config):
+    if config.loss_steps not in LOSS_STEPS:
+        raise ValueError(f"unknown loss_steps {config.loss_steps!r}; valid: {', '.join(LOSS_STEPS)}")
     if config.optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {config.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
     if config.strategy not in STRATEGIES:

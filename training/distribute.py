@@ -130,13 +130,14 @@ class DistributedTrainer(Trainer):
         model: a `zoo.CharLM`.
         optimizer: a Keras optimizer.
         clip_norm: float. The summed gradient is scaled down to this global norm.
+        loss_steps: `"all"` or `"last"`, as for `Trainer`.
     """
 
-    def __init__(self, strategy, model, optimizer, clip_norm):
+    def __init__(self, strategy, model, optimizer, clip_norm, loss_steps="all"):
         self.strategy = strategy
         self.replicas = strategy.num_replicas_in_sync
         with strategy.scope():
-            super().__init__(model, optimizer, clip_norm, jit_compile=False)
+            super().__init__(model, optimizer, clip_norm, jit_compile=False, loss_steps=loss_steps)
         self._replicated_step = self.train_step
         self.train_step = self._checked_train_step
         self.train_steps = self._one_call_per_step

@@ -77,23 +77,11 @@ def export_model(model, alphabet, card, models_dir, name, xla=None):
             f"alphabet of {len(alphabet)} characters does not fit a model of "
             f"vocabulary size {model.vocabulary_size} (or repeats a character)"
         )
-    if not name or name.startswith(".") or "/" in name or os.sep in name:
-        raise ValueError(f"invalid model name {name!r}")
-    model_dir = Path(models_dir) / name
-    model_dir.mkdir(parents=True, exist_ok=True)
-
     generator = Generator(model, alphabet, card.get("normalize"), xla)
-    root = tf.Module()  # the saved object: the model's variables, under `model`
-    root.model = model
-    remove_stale_exports(model_dir)
-    staging = Path(tempfile.mkdtemp(prefix=f".export-{os.getpid()}-", dir=model_dir))
-    try:
-        # The export is for inference: without its loops' custom gradients, each of
-        # which TensorFlow registers for good on every load, a hot-reloaded LSTM-512
-        # version costs the server ~30 MB for good instead of ~110 (tf#40171).
-        tf.saved_model.save(root, str(staging), signatures=generator.signatures(),
-                            options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
-        full_card = {
+
+    def write(staging):
+        save(model, generator.signatures(), staging)
+        return {
             **card,
             "family": model.family,
             "alphabet": alphabet,
@@ -107,8 +95,41 @@ def export_model(model, alphabet, card, models_dir, name, xla=None):
             "normalizes_primes": generator.normalize is not None,
             "xla": generator.uses_xla,
         }
+
+    return write_version(models_dir, name, write)
+
+
+def save(model, signatures, directory, **tracked):
+    """`tf.saved_model.save` of `model`'s variables with `signatures`; `tracked` are
+    further objects the signatures use (a lookup table)."""
+    root = tf.Module()  # the saved object: the model's variables, under `model`
+    root.model = model
+    for name, value in tracked.items():
+        setattr(root, name, value)
+    # Dropout's random-number states are Keras variables that TensorFlow's tracking does
+    # not find under `model`; a traced inference graph still captures them.
+    root.all_variables = list(model.variables)
+    # The export is for inference: without its loops' custom gradients, each of
+    # which TensorFlow registers for good on every load, a hot-reloaded LSTM-512
+    # version costs the server ~30 MB for good instead of ~110 (tf#40171).
+    tf.saved_model.save(root, str(directory), signatures=signatures,
+                        options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
+
+
+def write_version(models_dir, name, write):
+    """Writes `models_dir/name/<next version>/` atomically: `write(staging)` saves into a
+    hidden staging directory and returns the model card, which goes to
+    `assets/model.json`; then the directory is renamed into place."""
+    if not name or name.startswith(".") or "/" in name or os.sep in name:
+        raise ValueError(f"invalid model name {name!r}")
+    model_dir = Path(models_dir) / name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_exports(model_dir)
+    staging = Path(tempfile.mkdtemp(prefix=f".export-{os.getpid()}-", dir=model_dir))
+    try:
+        card = write(staging)
         (staging / "assets").mkdir(exist_ok=True)
-        (staging / "assets" / "model.json").write_text(json.dumps(full_card, indent=2))
+        (staging / "assets" / "model.json").write_text(json.dumps(card, indent=2))
         # Retry on a race with another exporter taking the same version number.
         while True:
             target = model_dir / str(next_version(model_dir))
@@ -121,6 +142,34 @@ def export_model(model, alphabet, card, models_dir, name, xla=None):
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def export_classifier(model, alphabet, classes, card, models_dir, name):
+    """Exports a `zoo.CharClassifier` with a `classify` signature (also `serving_default`):
+    `text` (a batch of UTF-8 strings) -> `probabilities` `[batch, classes]` and `class_id`.
+    The model card lists the classes in order."""
+    table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+        tf.constant(list(alphabet)), tf.range(2, len(alphabet) + 2, dtype=tf.int64)), default_value=1)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def classify(text):
+        characters = tf.strings.unicode_split(text, "UTF-8")
+        ids = tf.cast(table.lookup(characters).to_tensor(default_value=0), tf.int32)
+        ids = tf.pad(ids, [[0, 0], [0, tf.maximum(1 - tf.shape(ids)[1], 0)]])  # no string is empty
+        probabilities = tf.nn.softmax(model(ids, training=False))
+        return {"probabilities": probabilities,
+                "class_id": tf.argmax(probabilities, -1, output_type=tf.int32)}
+
+    def write(staging):
+        save(model, {"classify": classify, "serving_default": classify}, staging, alphabet_table=table)
+        return {**card, "task": "classify", "family": model.family, "classes": list(classes),
+                "alphabet": alphabet, "parameters": model.count_params(),
+                "signatures": {"classify": "text [batch] string -> probabilities [batch, "
+                                           "classes] float32, class_id [batch] int32"},
+                "tensorflow_version": tf.__version__,
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+    return write_version(models_dir, name, write)
 
 
 def export_run(run_dir, models_dir=None, name=None, which="best"):

@@ -142,8 +142,9 @@ def train(config: Config, run_dir, corpus=None):
     with strategy.scope() if strategy else contextlib.nullcontext():
         model = build_model(config, len(corpus.alphabet))
         optimizer = make_optimizer(config)
-        trainer = (DistributedTrainer(strategy, model, optimizer, config.clip_norm) if strategy
-                   else Trainer(model, optimizer, config.clip_norm))
+        trainer = (DistributedTrainer(strategy, model, optimizer, config.clip_norm, config.loss_steps)
+                   if strategy else Trainer(model, optimizer, config.clip_norm,
+                                            loss_steps=config.loss_steps))
     position = tf.Variable(0, dtype=tf.int64, name="position")  # windows consumed, skipped ones too
     state = tf.Variable(model.initial_state(config.batch_size), name="carried_state")
     characters = tf.Variable(0, dtype=tf.int64, name="characters_seen")

@@ -55,20 +55,26 @@ class Trainer:
         optimizer: a Keras optimizer (its learning rate a schedule or a float).
         clip_norm: float. Gradients are scaled down to this global norm.
         jit_compile: bool or None. Compile the train step with XLA; None
-            compiles it when no GPU is visible.
+            compiles it when no GPU is visible and every layer allows it.
+        loss_steps: `"all"` trains from the mean loss of every unrolling;
+            `"last"` from the last unrolling's only (the state still runs
+            through the whole window, so the gradient reaches every step
+            through time alone).
     """
 
-    def __init__(self, model, optimizer, clip_norm, jit_compile=None):
+    def __init__(self, model, optimizer, clip_norm, jit_compile=None, loss_steps="all"):
         self.model = model
         self.optimizer = optimizer
         self.clip_norm = clip_norm
+        self.loss_steps = loss_steps
         optimizer.build(model.trainable_variables)
         windows = tf.TensorSpec([None, None], tf.int32)
         state = tf.TensorSpec([None, model.state_size], tf.float32)
         if jit_compile is None:
             # XLA makes the CPU train step 1.4-2.5x faster for every family (charzoo
             # bench); on a GPU, Keras' LSTM/GRU run cuDNN, which XLA cannot compile.
-            jit_compile = not tf.config.list_logical_devices("GPU")
+            jit_compile = not tf.config.list_logical_devices("GPU") and all(
+                getattr(layer, "xla_compiles_training", True) for layer in model.layers)
         self.train_step = tf.function(
             self._train_step, input_signature=[windows, windows, state], jit_compile=jit_compile
         )
@@ -82,6 +88,8 @@ class Trainer:
     def _gradients(self, inputs, targets, state):
         with tf.GradientTape() as tape:
             logits, new_state = self.model([inputs, state], training=True)
+            if self.loss_steps == "last":
+                logits, targets = logits[:, -1:], targets[:, -1:]
             loss = cross_entropy(logits, targets)
         gradients = tape.gradient(loss, self.model.trainable_variables)
         # The gather of U's rows gives IndexedSlices whose repeated rows would make

@@ -98,6 +98,17 @@ def gradient_flow_image(norms, bar_width=8, plot_height=160, scale=2):
     return image
 
 
+def confusion_image(matrix, cell=12):
+    """A confusion matrix as a uint8 RGB heat map: row i is true class i, column j
+    predicted class j; each row's share from white (0) to dark blue (all of the row),
+    the diagonal (right answers) in green. Class names are in `charzoo classify eval`."""
+    matrix = np.asarray(matrix, np.float64)
+    shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    base = np.where(np.eye(len(matrix), dtype=bool)[..., None], (0, 140, 60), BAR)
+    colours = 255 - shares[..., None] * (255 - base)
+    return np.kron(colours, np.ones((cell, cell, 1))).astype(np.uint8)
+
+
 def hparam_value(value):
     """A value the HParams plugin accepts (bool, int, float or str)."""
     if isinstance(value, np.generic):

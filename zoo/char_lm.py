@@ -7,12 +7,15 @@ from zoo.arch1 import Arch1
 from zoo.arch2 import Arch2
 from zoo.arguments import ACTIVATIONS, check_choice, check_positive
 from zoo.gated import GRU, LSTM
+from zoo.lstm_variants import CoupledInputForgetGateLSTM, LayerNormLSTM, PeepholeLSTM, check_rate
 
 # Each family's sequence layer. A layer tells CharLM all it needs: `stacked()` makes
 # layer i of a stack; `state_size` (an int, or a list for Keras' RNNs) and
 # `run(x, state, ids)` carry one flat state; `reads_ids` / `emits_logits` say what it
 # reads and writes; `char_lm_arguments` which of CharLM's arguments it takes.
-FAMILIES = {"arch1": Arch1, "arch2": Arch2, "lstm": LSTM, "gru": GRU}
+FAMILIES = {"arch1": Arch1, "arch2": Arch2, "lstm": LSTM, "gru": GRU,
+            "lstm-peephole": PeepholeLSTM, "lstm-cifg": CoupledInputForgetGateLSTM,
+            "lstm-ln": LayerNormLSTM}
 # Each family's activation when CharLM is given none: the reference design's.
 DEFAULT_ACTIVATIONS = {"arch1": "relu", "arch2": "tanh"}
 # What keras.Model itself takes from CharLM's keyword arguments (and its config).
@@ -25,7 +28,7 @@ def family_arguments(family):
     read = [name for name in layer_class.char_lm_arguments if name != "units"]
     # A family whose layers read ids themselves has its own input transform.
     embedding = () if layer_class.reads_ids else ("embedding_size",)
-    return ("units", "num_layers", *embedding, *read)
+    return ("units", "num_layers", *embedding, "dropout", *read)
 
 
 def check_arguments(family, arguments):
@@ -39,6 +42,12 @@ def check_arguments(family, arguments):
                          f"{', '.join(unknown)}; valid: {', '.join(valid)}")
 
 
+def window_dropout(rate, name):
+    """Dropout of `[batch, time, features]` with one mask per window: the same
+    features dropped at every step (Gal & Ghahramani 2016)."""
+    return keras.layers.Dropout(rate, noise_shape=(None, 1, None), name=name)
+
+
 @keras.saving.register_keras_serializable(package="charzoo")
 class CharLM(keras.Model):
     """A character language model of any family, with one flat float state.
@@ -50,7 +59,8 @@ class CharLM(keras.Model):
     `[h, c]`), so every family exports and serves with the same signatures.
 
     Args:
-        family: `"arch1"`, `"arch2"`, `"lstm"` or `"gru"`.
+        family: a key of `FAMILIES`: `"arch1"`, `"arch2"`, `"lstm"`, `"gru"`,
+            `"lstm-peephole"`, `"lstm-cifg"` or `"lstm-ln"` (see `zoo.lstm_variants`).
         vocabulary_size: int. Size of the alphabet.
         units: int. Width of each layer (`n` of the reference design).
         num_layers: int. Number of stacked recurrent layers.
@@ -65,6 +75,12 @@ class CharLM(keras.Model):
             learned embedding of this width instead of one-hot vectors. (It
             computes nothing a one-hot input could not, but it trains faster
             from the start: see BENCHMARKS.md, "recipes".)
+        dropout: float in [0, 1). Dropout on the features each recurrent layer
+            reads and on those the last one writes, in training only, with one
+            mask per window (variational: the same units dropped at every step).
+        recurrent_dropout: float in [0, 1). The gated families only: the same
+            on `h_{t-1}` before the recurrent transform (Keras' own for LSTM and
+            GRU, which leaves the fused CPU loop for Keras' while it is on).
 
     Example:
     >>> model = CharLM("arch1", vocabulary_size=27, units=100)
@@ -85,6 +101,8 @@ class CharLM(keras.Model):
         recurrent_initializer=None,
         unroll=False,
         embedding_size=None,
+        dropout=0.0,
+        recurrent_dropout=0.0,
         **kwargs,
     ):
         check_choice("family", family, tuple(FAMILIES))
@@ -97,17 +115,25 @@ class CharLM(keras.Model):
         check_positive("num_layers", num_layers)
         activation = activation or DEFAULT_ACTIVATIONS.get(family, "tanh")
         check_choice("activation", activation, ACTIVATIONS)
+        check_rate("dropout", dropout)
+        check_rate("recurrent_dropout", recurrent_dropout)
         given = {"units": units, "activation": activation, "combine": combine,
                  "feedback": feedback, "recurrent_initializer": recurrent_initializer,
-                 "unroll": unroll}
+                 "unroll": unroll, "recurrent_dropout": recurrent_dropout}
         layer_class = FAMILIES[family]
+        if recurrent_dropout and "recurrent_dropout" not in layer_class.char_lm_arguments:
+            raise ValueError(f"recurrent_dropout: {family}'s time loop has no dropout; "
+                             "use dropout, or a gated family")
+        if dropout and num_layers == 1 and layer_class.reads_ids and layer_class.emits_logits:
+            raise ValueError(f"dropout: one {family} layer reads ids and writes logits, "
+                             "so no features pass between layers to drop")
         if embedding_size is not None:
             check_positive("embedding_size", embedding_size)
             if layer_class.reads_ids:
                 raise ValueError(f"embedding_size: {family} reads ids itself (its input transform "
                                  "is a table of rows); only lstm and gru take an embedding")
         arguments = {name: given[name] for name in layer_class.char_lm_arguments}
-        layers = [layer_class.stacked(i, vocabulary_size, name=f"{family}_{i}", **arguments)
+        layers = [layer_class.stacked(i, vocabulary_size, name=f"{family.replace('-', '_')}_{i}", **arguments)
                   for i in range(num_layers)]
         sizes = [sum(keras.tree.flatten(layer.state_size)) for layer in layers]
 
@@ -120,10 +146,14 @@ class CharLM(keras.Model):
         else:
             x = ops.one_hot(ids, vocabulary_size, dtype="float32")
         new_states, start = [], 0
-        for layer, size in zip(layers, sizes):
+        for i, (layer, size) in enumerate(zip(layers, sizes)):
+            if dropout and not (i == 0 and layer_class.reads_ids):
+                x = window_dropout(dropout, f"dropout_{i}")(x)
             x, layer_state = layer.run(x, state[:, start:start + size], ids)
             new_states.append(layer_state)
             start += size
+        if dropout and not layer_class.emits_logits:
+            x = window_dropout(dropout, "dropout_out")(x)
         logits = x if layer_class.emits_logits else keras.layers.Dense(
             vocabulary_size, kernel_initializer=layer_class.logits_initializer(), name="logits")(x)
         new_state = new_states[0] if num_layers == 1 else ops.concatenate(new_states, axis=-1)
@@ -139,6 +169,8 @@ class CharLM(keras.Model):
         self.recurrent_initializer = recurrent_initializer
         self.unroll = unroll
         self.embedding_size = embedding_size
+        self.dropout = dropout
+        self.recurrent_dropout = recurrent_dropout
         self.state_size = sum(sizes)
 
     def initial_state(self, batch_size):
@@ -157,6 +189,8 @@ class CharLM(keras.Model):
             "recurrent_initializer": self.recurrent_initializer,
             "unroll": self.unroll,
             "embedding_size": self.embedding_size,
+            "dropout": self.dropout,
+            "recurrent_dropout": self.recurrent_dropout,
         })
         return config
 

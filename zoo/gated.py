@@ -40,8 +40,15 @@ class GatedCharLMLayer:
 
     reads_ids = False  # Keras' layers read float features: the first layer reads one-hot ids
     emits_logits = False
-    char_lm_arguments = ("units", "recurrent_initializer")
+    char_lm_arguments = ("units", "recurrent_initializer", "recurrent_dropout")
     gates = ()  # the gates in the order they sit along the columns of `recurrent_kernel`
+
+    @property
+    def xla_compiles_training(self):
+        """Whether XLA can compile this layer's gradient inside the trainer's multi-step
+        loop: it crashes (SIGSEGV, TF 2.21) on the autodiff of Keras' time loop there,
+        which the fused loops avoid and recurrent dropout brings back."""
+        return not self.cell.recurrent_dropout
 
     @staticmethod
     def logits_initializer():

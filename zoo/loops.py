@@ -178,3 +178,52 @@ def gru_loop(projected, h0, kernel, bias):
                 tf.reduce_sum(d_inner, axis=[0, 1]))
 
     return hs, grad
+
+
+def elementwise_cell_loop(combine, names):
+    """A `[h, c]` cell whose only matmul is the recurrent one, as `loop(projected, h0, c0,
+    W, mask, *extras) -> (all h, all c)`; `combine(p_t, r_t, c_{t-1}, extras)` gives
+    `(h_t, c_t)` from `r_t = (mask⊙h_{t-1})·W`, `extras` a dict of `names` to the
+    cell's other weights. The backward pass differentiates `combine` one step at a
+    time (autodiff of a small, matmul-free function) and computes W's gradient
+    after the loop, as the hand-written loops above do."""
+
+    @tf.custom_gradient
+    def loop(projected, h0, c0, kernel, mask, *extras):
+        given = dict(zip(names, extras))
+
+        def step(carry, p_t):
+            h, c, _ = carry
+            r = tf.matmul(h * mask, kernel)
+            return (*combine(p_t, r, c, given), r)
+
+        r0 = tf.zeros_like(projected[0])
+        hs, cs, rs = tf.scan(step, projected, initializer=(h0, c0, r0))
+
+        def grad(d_hs, d_cs):
+            d_hs = tf.zeros_like(hs) if d_hs is None else d_hs
+            d_cs = tf.zeros_like(cs) if d_cs is None else d_cs
+            previous_c = tf.concat([c0[None], cs[:-1]], 0)
+
+            def back(carry, inputs):
+                dh_next, dc_next = carry[0], carry[1]
+                p_t, r_t, c_prev, d_h, d_c = inputs
+                with tf.GradientTape() as tape:
+                    tape.watch([p_t, r_t, c_prev, *extras])
+                    h_t, c_t = combine(p_t, r_t, c_prev, dict(zip(names, extras)))
+                dp, dr, dc, *d_extras = tape.gradient(
+                    [h_t, c_t], [p_t, r_t, c_prev, *extras],
+                    output_gradients=[d_h + dh_next, d_c + dc_next],
+                    unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                return (tf.matmul(dr, kernel, transpose_b=True) * mask, dc, dp, dr, *d_extras)
+
+            zeros = (tf.zeros_like(h0), tf.zeros_like(c0), r0, r0, *map(tf.zeros_like, extras))
+            dh0, dc0, dp, dr, *d_extras = tf.scan(back, (projected, rs, previous_c, d_hs, d_cs),
+                                                  initializer=zeros, reverse=True)
+            previous_h = tf.concat([h0[None], hs[:-1]], 0) * mask
+            return (dp, dh0[0], dc0[0], weight_gradient(previous_h, dr), None,
+                    *[tf.reduce_sum(d, 0) for d in d_extras])
+
+        return (hs, cs), grad
+
+    return loop

@@ -51,7 +51,30 @@ PRESETS = {
         "description": "GRU-512 (reset after) over a learned 64-wide embedding, fused CPU loop",
         "model": {"family": "gru", "units": 512, "embedding_size": 64},
     },
+    "lstm-peephole": {
+        "description": "LSTM-512 with peepholes (Gers & Schmidhuber 2000) over a 64-wide embedding",
+        "model": {"family": "lstm-peephole", "units": 512, "embedding_size": 64},
+    },
+    "lstm-cifg": {
+        "description": "LSTM-512 with coupled input and forget gates (CIFG), 64-wide embedding",
+        "model": {"family": "lstm-cifg", "units": 512, "embedding_size": 64},
+    },
+    "lstm-ln": {
+        "description": "LSTM-512 with layer normalisation in the recurrence (Ba et al. 2016)",
+        "model": {"family": "lstm-ln", "units": 512, "embedding_size": 64},
+    },
 }
+
+
+# Many-to-one presets for `zoo.CharClassifier` (PyTorch's names tutorial: a 32-wide
+# embedding and 128 units); `bidirectional`, `pooling` and `dropout` are arguments.
+CLASSIFIERS = {
+    family: {"description": f"{family} classifier: 32-wide embedding, {family} of 128 units, last state",
+             "model": {"family": family, "units": 128, "embedding_size": 32}}
+    for family in ("gru", "lstm", "arch1", "lstm-peephole", "lstm-cifg", "lstm-ln")
+}
+CLASSIFIER_ARGUMENTS = ("family", "units", "num_layers", "embedding_size", "bidirectional",
+                        "pooling", "dropout")
 
 
 def names():
@@ -72,3 +95,19 @@ def build(name, vocabulary_size=27, **overrides):
     model_arguments = {**get(name)["model"], **overrides}
     return CharLM(vocabulary_size=vocabulary_size, name=str(name).lower().replace("-", "_"),
                   **model_arguments)
+
+
+def get_classifier(name):
+    """The classifier preset called `name` (any case), as a fresh copy."""
+    key = str(name).lower()
+    check_choice("classifier preset", key, list(CLASSIFIERS))
+    return copy.deepcopy(CLASSIFIERS[key])
+
+
+def build_classifier(name, vocabulary_size, num_classes, **overrides):
+    """Builds the classifier preset's `CharClassifier`; keyword arguments override its own."""
+    from zoo.classifier import CharClassifier
+
+    return CharClassifier(vocabulary_size=vocabulary_size, num_classes=num_classes,
+                          name=f"{str(name).lower().replace('-', '_')}_classifier",
+                          **{**get_classifier(name)["model"], **overrides})
