@@ -8,6 +8,13 @@ import tensorflow as tf
 from zoo import Arch1, Arch1Cell, CharLM
 from zoo_checks import CONSTANTS, check_config_round_trip, finite_difference_check, ids, step
 
+COMBINES = ["concat", "add", "mul", "add-ln"]
+
+
+def combining(name):
+    """Arch 1's arguments for a name of COMBINES ("add-ln": add with layer_norm)."""
+    return {"combine": name.removesuffix("-ln"), "layer_norm": name.endswith("-ln")}
+
 
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 def test_arch1_concat_forward_by_hand(activation):
@@ -52,6 +59,22 @@ def test_arch1_mul_forward_by_hand(activation):
     np.testing.assert_allclose(out_zero, act(np.array([0.35, 0.35])), rtol=1e-5)
 
 
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_arch1_layer_norm_forward_by_hand(activation):
+    cell = Arch1Cell(2, activation=activation, combine="add", layer_norm=True, **CONSTANTS)
+    cell.build((None, 2))
+    cell.recurrent_kernel.assign([[1.0, 0.0], [0.0, 3.0]])
+    cell.norm_gain.assign([2.0, 0.5])
+    # x·U + h·W = 0.3 + (0.5, -6.0) = (0.8, -5.7): mean -2.45, deviation 3.25, so LN = (1, -1).
+    output, _ = step(cell, [1.0, 2.0], [0.5, -2.0])
+    preactivation = np.array([1.0, -1.0]) * np.sqrt(3.25**2 / (3.25**2 + 1e-5)) * [2.0, 0.5] + 0.05
+    act = (lambda a: np.maximum(a, 0)) if activation == "relu" else np.tanh
+    np.testing.assert_allclose(output, act(preactivation), rtol=1e-5)
+    assert [w.name for w in cell.weights] == ["kernel", "recurrent_kernel", "bias", "norm_gain"]
+    with pytest.raises(ValueError, match="layer_norm=True needs combine='add'"):
+        Arch1Cell(2, combine="concat", layer_norm=True)
+
+
 def test_arch1_matches_numpy_with_random_weights():
     rng = np.random.default_rng(0)
     keras.utils.set_random_seed(0)  # the weights too: a flaky tolerance is no test
@@ -63,12 +86,12 @@ def test_arch1_matches_numpy_with_random_weights():
                                atol=1e-6)
 
 
-@pytest.mark.parametrize("combine", ["concat", "add", "mul"])
+@pytest.mark.parametrize("combine", COMBINES)
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 def test_arch1_bptt_gradients_match_finite_differences(combine, activation):
     inputs = np.random.default_rng(3).normal(size=(2, 5, 3))
-    cell = Arch1Cell(2, activation=activation, combine=combine, dtype="float64",
-                     bias_initializer="random_normal")
+    cell = Arch1Cell(3 if combine == "add-ln" else 2, activation=activation, **combining(combine),
+                     dtype="float64", bias_initializer="random_normal")
     keras.layers.RNN(cell, dtype="float64")(inputs)
     for variable in cell.trainable_variables:  # with "mul", recurrent_bias too
         finite_difference_check(cell, inputs, variable)
@@ -87,10 +110,10 @@ def test_cells_stack_mask_and_return_state_inside_keras_rnn():
 
 
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
-@pytest.mark.parametrize("combine", ["concat", "add", "mul"])
+@pytest.mark.parametrize("combine", COMBINES)
 def test_arch1_layer_equals_the_cell_in_keras_rnn(combine, activation):
     """The sequence layer's reordered maths is the cell's, values and gradients."""
-    layer = Arch1(4, vocabulary_size=7, combine=combine, activation=activation,
+    layer = Arch1(4, vocabulary_size=7, **combining(combine), activation=activation,
                   bias_initializer="random_normal")
     tokens = ids(3, 6, 7)
     state = tf.random.normal((3, layer.state_size))
@@ -107,13 +130,13 @@ def test_arch1_layer_equals_the_cell_in_keras_rnn(combine, activation):
                                    rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("combine", ["concat", "add", "mul"])
+@pytest.mark.parametrize("combine", COMBINES)
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 def test_arch1_recurrence_gradient_matches_autodiff(activation, combine):
     keras.utils.set_random_seed(2)
-    fused = Arch1(6, vocabulary_size=5, activation=activation, combine=combine)
+    fused = Arch1(6, vocabulary_size=5, activation=activation, **combining(combine))
     # unroll=True with a static length runs the plain Python loop, differentiated by autodiff.
-    plain = Arch1(6, vocabulary_size=5, activation=activation, combine=combine, unroll=True)
+    plain = Arch1(6, vocabulary_size=5, activation=activation, **combining(combine), unroll=True)
     rng = np.random.default_rng(0)
     ids = tf.constant(rng.integers(0, 5, (3, 7)), tf.int32)
     state = tf.constant(rng.normal(size=(3, fused.cell.state_size)), tf.float32)

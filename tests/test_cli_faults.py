@@ -62,12 +62,16 @@ def one_line_error(capsys, *expected):
 
 
 # 8. Unknown model arguments.
+ARCH1_ARGUMENTS = "units, num_layers, dropout, activation, combine, recurrent_initializer, unroll, layer_norm"
+LSTM_ARGUMENTS = "units, num_layers, embedding_size, dropout, recurrent_initializer, recurrent_dropout"
+
+
 @pytest.mark.parametrize("preset, setting, valid", [
-    ("arch1", "model.foo=1", "units, num_layers, activation, combine, recurrent_initializer, unroll"),
-    ("arch1", "model.dropout=0.5", "units, num_layers, activation, combine, recurrent_initializer, unroll"),
-    ("lstm", "model.bidirectional=true", "units, num_layers, embedding_size, recurrent_initializer"),
-    ("lstm", "model.activation=relu", "units, num_layers, embedding_size, recurrent_initializer"),  # read by arch1/2 only
-    ("arch2", "model.combine=add", "units, num_layers, activation, feedback, recurrent_initializer"),
+    ("arch1", "model.foo=1", ARCH1_ARGUMENTS),
+    ("arch1", "model.recurrent_dropout=0.5", ARCH1_ARGUMENTS),  # the gated families' only
+    ("lstm", "model.bidirectional=true", LSTM_ARGUMENTS),  # the classifier's only
+    ("lstm", "model.activation=relu", LSTM_ARGUMENTS),  # read by arch1/2 only
+    ("arch2", "model.combine=add", "units, num_layers, dropout, activation, feedback, recurrent_initializer"),
 ])
 def test_unknown_model_arguments_are_refused_with_the_valid_ones(preset, setting, valid, tmp_path, capsys):
     run = tmp_path / "run"
@@ -87,8 +91,8 @@ def test_the_table_of_family_arguments_matches_charlm_and_each_layer():
 
 
 def test_charlm_refuses_what_it_would_ignore():
-    with pytest.raises(ValueError, match="unknown CharLM argument: dropout"):
-        zoo.CharLM("lstm", vocabulary_size=27, units=4, dropout=0.5)
+    with pytest.raises(ValueError, match="unknown CharLM argument: bidirectional"):
+        zoo.CharLM("lstm", vocabulary_size=27, units=4, bidirectional=True)
 
 
 # 9. A resume with another batch size, unrollings or corpus.

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from keras.src.testing import TestCase  # Keras' layer-test harness (run_layer_test)
 
 from zoo import CharLM, presets
 from zoo.lstm_variants import (CoupledInputForgetGateLSTM, CoupledInputForgetGateLSTMCell,
@@ -123,6 +124,16 @@ def test_the_sequence_layer_equals_keras_rnn_over_the_cell(kind, recurrent_dropo
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
     clone = check_config_round_trip(layer)
     assert type(clone.cell) is cell_class and clone.cell.units == 4
+
+
+@pytest.mark.parametrize("kind", CELLS)
+def test_keras_layer_test_harness(kind):
+    """Keras' own checks: serialisation, masking, training, mixed precision."""
+    _, layer_class = CELLS[kind]
+    TestCase("run_layer_test").run_layer_test(
+        layer_class, init_kwargs={"units": 3}, input_shape=(2, 4, 5), expected_output_shape=(2, 3),
+        expected_num_trainable_weights={"peephole": 6, "cifg": 3, "ln": 7}[kind],
+        expected_num_non_trainable_weights=0, expected_num_seed_generators=1, supports_masking=True)
 
 
 @pytest.mark.parametrize("family", ["lstm-peephole", "lstm-cifg", "lstm-ln"])

@@ -98,7 +98,6 @@ class ClassifierTrainer:
         return loss, norm, tf.reduce_mean(correct)
 
 
-
 def evaluate(logits_of, split, index, num_classes, chunk=512):
     """Accuracy, mean loss and the confusion matrix over a `labelled.Labelled` split;
     `logits_of(ids)` is the model at inference."""
@@ -225,7 +224,8 @@ def evaluate_run(run_dir, split="test", data=None):
         raise ValueError(f"{data} has classes {', '.join(loaded.classes)}; the run was trained on "
                          f"{', '.join(classes)}")
     index = {char: i + 2 for i, char in enumerate(alphabet)}
-    logits_of = tf.function(lambda ids: model(ids, training=False))
+    logits_of = tf.function(lambda ids: model(ids, training=False),
+                            input_signature=[tf.TensorSpec([None, None], tf.int32)])
     return {"classes": classes, "split": split,
             **evaluate(logits_of, getattr(loaded, split), index, len(classes))}
 

@@ -38,6 +38,11 @@ def cmd_models(args):
                      str(config.get("num_layers", 1)), f"{model.count_params():,}",
                      preset["description"]])
     print(format_table(["name", "family", "units", "layers", "parameters", "description"], rows))
+    print("\nclassifier presets (charzoo classify train NAME):")
+    print(format_table(["name", "family", "units", "embedding"],
+                       [[name, preset["model"]["family"], str(preset["model"]["units"]),
+                         str(preset["model"]["embedding_size"])]
+                        for name, preset in presets.CLASSIFIERS.items()]))
 
 
 TRAINING_FLAGS = ("data", "normalize", "batch_size", "unrollings", "learning_rate", "steps", "epochs",

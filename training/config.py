@@ -68,7 +68,7 @@ ARCH1_TUNED_RECIPE = {**ARCH1_RECIPE, "batch_size": 64, "unrollings": 50, "optim
 GATED_RECIPE = {"batch_size": 64, "unrollings": 50, "optimizer": "adam", "learning_rate": 6e-3,
                 "decay_rate": 0.5, "decay_steps": 50_000, "staircase": False, "clip_norm": 5.0}
 RECIPES = {"arch1": ARCH1_RECIPE, "arch1-add": ARCH1_RECIPE, "arch1-tanh": ARCH1_RECIPE, "arch1-mul": ARCH1_RECIPE,
-           "arch1-orth": ARCH1_RECIPE, "arch1-tuned": ARCH1_TUNED_RECIPE,
+           "arch1-orth": ARCH1_RECIPE, "arch1-ln": ARCH1_RECIPE, "arch1-tuned": ARCH1_TUNED_RECIPE,
            "irnn": ARCH1_RECIPE, "arch2": ARCH2_RECIPE, "lstm": GATED_RECIPE, "gru": GATED_RECIPE,
            "lstm-peephole": GATED_RECIPE, "lstm-cifg": GATED_RECIPE, "lstm-ln": GATED_RECIPE}
 

@@ -15,7 +15,7 @@ from keras import ops
 
 from zoo import arguments
 from zoo.arguments import check_choice, check_positive, default_kernel_initializer
-from zoo.loops import multiplicative_loop, scan, time_major, vanilla_loop
+from zoo.loops import elementwise_cell_loop, multiplicative_loop, scan, time_major, vanilla_loop
 
 COMBINES = ("concat", "add", "mul")
 
@@ -39,6 +39,13 @@ class Arch1Cell(keras.Layer):
     the state would stay zero (so `use_bias=False` is refused with `"mul"`).
     The cell's output is `h_t`; the output projection belongs to the model.
 
+    With `layer_norm=True` (`combine="add"` only) the summed pre-activation is
+    normalised inside the recurrence (Ba et al. 2016):
+    `h_t = act(LN(x_t·U + h_{t-1}·W)⊙g + b)`, with the gain `g` (`norm_gain`)
+    and `b` as the shift. Whatever the scale of `h`, the next step's input has
+    one scale, so the gradient through time neither explodes with a large `W`
+    nor dies with a small one as fast.
+
     Args:
         units: int. Width of each transform `x·U` and `h·W`.
         activation: `"relu"` or `"tanh"`.
@@ -47,6 +54,7 @@ class Arch1Cell(keras.Layer):
         kernel_initializer: initializer of `kernel` (U).
         recurrent_initializer: initializer of `recurrent_kernel` (W).
         bias_initializer: initializer of `bias` (b).
+        layer_norm: bool. Normalise the pre-activation (`combine="add"` only).
 
     Example:
     >>> layer = keras.layers.RNN(Arch1Cell(8), return_state=True)
@@ -64,11 +72,15 @@ class Arch1Cell(keras.Layer):
         kernel_initializer=None,
         recurrent_initializer=None,
         bias_initializer="zeros",
+        layer_norm=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         check_positive("units", units)
         check_choice("combine", combine, COMBINES)
+        if layer_norm and combine != "add":
+            raise ValueError("layer_norm=True needs combine='add': it normalises the summed "
+                             "pre-activation (Ba et al. 2016)")
         if combine == "mul" and not use_bias:
             raise ValueError("combine='mul' needs its biases: with a zero state and no recurrent "
                              "bias the product is zero at every step")
@@ -79,6 +91,7 @@ class Arch1Cell(keras.Layer):
         self.kernel_initializer = arguments.kernel_initializer(kernel_initializer)
         self.recurrent_initializer = arguments.kernel_initializer(recurrent_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.layer_norm = layer_norm
         self.state_size = 2 * units if combine == "concat" else units
         self.output_size = self.state_size
 
@@ -101,6 +114,8 @@ class Arch1Cell(keras.Layer):
         if self.combine == "mul":
             self.recurrent_bias = self.add_weight(shape=(self.units,), initializer="ones",
                                                   name="recurrent_bias")
+        if self.layer_norm:
+            self.norm_gain = self.add_weight(shape=(self.units,), initializer="ones", name="norm_gain")
 
     def recurrent_step(self, projected, previous_state):
         """One step from an already projected input `x_t·U`."""
@@ -111,6 +126,8 @@ class Arch1Cell(keras.Layer):
             preactivation = ops.concatenate([projected, recurrent], axis=-1)
         else:
             preactivation = projected + recurrent
+        if self.layer_norm:
+            preactivation = arguments.normalize(preactivation, self.norm_gain)
         if self.bias is not None:
             preactivation = preactivation + self.bias
         return self.activation(preactivation)
@@ -130,6 +147,7 @@ class Arch1Cell(keras.Layer):
                 "activation": keras.activations.serialize(self.activation),
                 "combine": self.combine,
                 "use_bias": self.use_bias,
+                "layer_norm": self.layer_norm,
                 **arguments.initializers_config(self),
             }
         )
@@ -156,6 +174,7 @@ class Arch1(keras.Layer):
         recurrent_initializer: initializer of W.
         bias_initializer: initializer of b.
         unroll: bool. Unroll the time loop when the window length is static.
+        layer_norm: bool. See `Arch1Cell`.
 
     Example:
     >>> layer = Arch1(units=8, vocabulary_size=27)
@@ -168,7 +187,8 @@ class Arch1(keras.Layer):
     reads_ids = True
     emits_logits = False
     logits_initializer = staticmethod(default_kernel_initializer)
-    char_lm_arguments = ("units", "activation", "combine", "recurrent_initializer", "unroll")
+    char_lm_arguments = ("units", "activation", "combine", "recurrent_initializer", "unroll",
+                         "layer_norm")
 
     def __init__(
         self,
@@ -181,6 +201,7 @@ class Arch1(keras.Layer):
         recurrent_initializer=None,
         bias_initializer="zeros",
         unroll=False,
+        layer_norm=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -194,6 +215,7 @@ class Arch1(keras.Layer):
             kernel_initializer=kernel_initializer,
             recurrent_initializer=recurrent_initializer,
             bias_initializer=bias_initializer,
+            layer_norm=layer_norm,
             name="cell",
         )
         self.vocabulary_size = vocabulary_size
@@ -212,6 +234,7 @@ class Arch1(keras.Layer):
     kernel_initializer = property(lambda self: self.cell.kernel_initializer)
     recurrent_initializer = property(lambda self: self.cell.recurrent_initializer)
     bias_initializer = property(lambda self: self.cell.bias_initializer)
+    layer_norm = property(lambda self: self.cell.layer_norm)
 
     def build(self, inputs_shape, initial_state_shape=None):
         self.cell.build((None, self.vocabulary_size or inputs_shape[-1]))
@@ -235,12 +258,18 @@ class Arch1(keras.Layer):
                 sequence = time_major(loop(time_major(driven), initial_state,
                                            tf.identity(cell.recurrent_kernel), tf.identity(cell.recurrent_bias)))
             return sequence, sequence[:, -1]
+        if self.layer_norm and not (self.unroll and inputs.shape[1] is not None):
+            return self.normalised(inputs, initial_state, bias)
         if self.combine == "add":
             if token_inputs:
                 projected = ops.take(cell.kernel, inputs, axis=0)
             else:
                 projected = ops.matmul(inputs, cell.kernel)
             driven = projected + bias
+            if self.layer_norm:  # unrolled
+                sequence = scan(lambda state, projected_t: cell.recurrent_step(projected_t, state),
+                                projected, initial_state, unroll=True)
+                return sequence, sequence[:, -1]
             recurrent_kernel = cell.recurrent_kernel
             previous = initial_state
         else:
@@ -271,6 +300,23 @@ class Arch1(keras.Layer):
         sequence = recurrent if self.combine == "add" else ops.concatenate([first, recurrent], -1)
         return sequence, sequence[:, -1]
 
+    def normalised(self, inputs, initial_state, bias):
+        """`layer_norm=True`: the normalisation sits between the sum and the activation, so
+        the loop is `zoo.loops`' generic one, which differentiates a step by autodiff."""
+        cell = self.cell
+        projected = (ops.take(cell.kernel, inputs, axis=0) if self.vocabulary_size is not None
+                     else ops.matmul(inputs, cell.kernel))
+
+        def combine(projected_t, recurrent, carried, weights):
+            preactivation = arguments.normalize(projected_t + recurrent, weights["gain"])
+            return self.activation(preactivation + weights["bias"]), ()
+
+        (states,) = elementwise_cell_loop(combine, ("gain", "bias"), 0)(
+            time_major(projected), tf.identity(cell.recurrent_kernel), tf.ones_like(initial_state),
+            initial_state, tf.identity(cell.norm_gain), tf.identity(bias))
+        sequence = time_major(states)
+        return sequence, sequence[:, -1]
+
     def recurrent_kernels(self):
         """The matrices that carry the state from step to step, for diagnostics."""
         # With concat, the rows of W that read the input half only pass the previous
@@ -289,7 +335,7 @@ class Arch1(keras.Layer):
         config = super().get_config()
         cell_config = self.cell.get_config()
         for name in ("units", "activation", "combine", "use_bias", "kernel_initializer",
-                     "recurrent_initializer", "bias_initializer"):
+                     "recurrent_initializer", "bias_initializer", "layer_norm"):
             config[name] = cell_config[name]
         config.update({"vocabulary_size": self.vocabulary_size, "unroll": self.unroll})
         return config

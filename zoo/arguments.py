@@ -1,8 +1,10 @@
-"""Checks and defaults shared by the zoo's layers' arguments."""
+"""Checks, defaults and small maths shared by the zoo's layers."""
 
 import keras
+import tensorflow as tf
 
 ACTIVATIONS = ("relu", "tanh")
+EPSILON = 1e-5  # of the layer normalisation's variance
 
 
 def default_kernel_initializer():
@@ -43,3 +45,16 @@ def activation(name):
 
 def single_state(states):
     return states[0] if isinstance(states, (list, tuple)) else states
+
+
+def check_rate(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"`{name}` must be a number in [0, 1), got {value!r}.")
+
+
+def normalize(x, gain, shift=None):
+    """Layer normalisation over the last axis (Ba et al. 2016): zero mean, unit variance, then
+    `* gain + shift`."""
+    mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
+    x = (x - mean) * tf.math.rsqrt(variance + EPSILON) * gain
+    return x if shift is None else x + shift

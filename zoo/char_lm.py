@@ -5,9 +5,9 @@ from keras import ops
 
 from zoo.arch1 import Arch1
 from zoo.arch2 import Arch2
-from zoo.arguments import ACTIVATIONS, check_choice, check_positive
+from zoo.arguments import ACTIVATIONS, check_choice, check_positive, check_rate
 from zoo.gated import GRU, LSTM
-from zoo.lstm_variants import CoupledInputForgetGateLSTM, LayerNormLSTM, PeepholeLSTM, check_rate
+from zoo.lstm_variants import CoupledInputForgetGateLSTM, LayerNormLSTM, PeepholeLSTM
 
 # Each family's sequence layer. A layer tells CharLM all it needs: `stacked()` makes
 # layer i of a stack; `state_size` (an int, or a list for Keras' RNNs) and
@@ -81,6 +81,8 @@ class CharLM(keras.Model):
         recurrent_dropout: float in [0, 1). The gated families only: the same
             on `h_{t-1}` before the recurrent transform (Keras' own for LSTM and
             GRU, which leaves the fused CPU loop for Keras' while it is on).
+        layer_norm: bool. Arch 1 with `combine="add"` only: layer normalisation
+            of the pre-activation inside the recurrence (see `Arch1Cell`).
 
     Example:
     >>> model = CharLM("arch1", vocabulary_size=27, units=100)
@@ -103,6 +105,7 @@ class CharLM(keras.Model):
         embedding_size=None,
         dropout=0.0,
         recurrent_dropout=0.0,
+        layer_norm=False,
         **kwargs,
     ):
         check_choice("family", family, tuple(FAMILIES))
@@ -119,7 +122,7 @@ class CharLM(keras.Model):
         check_rate("recurrent_dropout", recurrent_dropout)
         given = {"units": units, "activation": activation, "combine": combine,
                  "feedback": feedback, "recurrent_initializer": recurrent_initializer,
-                 "unroll": unroll, "recurrent_dropout": recurrent_dropout}
+                 "unroll": unroll, "recurrent_dropout": recurrent_dropout, "layer_norm": layer_norm}
         layer_class = FAMILIES[family]
         if recurrent_dropout and "recurrent_dropout" not in layer_class.char_lm_arguments:
             raise ValueError(f"recurrent_dropout: {family}'s time loop has no dropout; "
@@ -171,6 +174,7 @@ class CharLM(keras.Model):
         self.embedding_size = embedding_size
         self.dropout = dropout
         self.recurrent_dropout = recurrent_dropout
+        self.layer_norm = layer_norm
         self.state_size = sum(sizes)
 
     def initial_state(self, batch_size):
@@ -191,6 +195,7 @@ class CharLM(keras.Model):
             "embedding_size": self.embedding_size,
             "dropout": self.dropout,
             "recurrent_dropout": self.recurrent_dropout,
+            "layer_norm": self.layer_norm,
         })
         return config
 

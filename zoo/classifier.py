@@ -3,9 +3,9 @@
 import keras
 
 from zoo.arch1 import Arch1Cell
-from zoo.arguments import check_choice, check_positive
+from zoo.arguments import check_choice, check_positive, check_rate
 from zoo.gated import GRU, LSTM
-from zoo.lstm_variants import CoupledInputForgetGateLSTM, LayerNormLSTM, PeepholeLSTM, check_rate
+from zoo.lstm_variants import CoupledInputForgetGateLSTM, LayerNormLSTM, PeepholeLSTM
 
 # The families a classifier reads with. Arch 2 is not among them: it feeds its own
 # output (a prediction of the next character) back, which only a language model has.

@@ -180,50 +180,56 @@ def gru_loop(projected, h0, kernel, bias):
     return hs, grad
 
 
-def elementwise_cell_loop(combine, names):
-    """A `[h, c]` cell whose only matmul is the recurrent one, as `loop(projected, h0, c0,
-    W, mask, *extras) -> (all h, all c)`; `combine(p_t, r_t, c_{t-1}, extras)` gives
-    `(h_t, c_t)` from `r_t = (mask⊙h_{t-1})·W`, `extras` a dict of `names` to the
-    cell's other weights. The backward pass differentiates `combine` one step at a
-    time (autodiff of a small, matmul-free function) and computes W's gradient
-    after the loop, as the hand-written loops above do."""
+def elementwise_cell_loop(combine, names, carried_count):
+    """A cell whose only matmul is the recurrent one, as `loop(projected, W, mask, h0,
+    *carried0, *extras) -> (all h, *all carried)`: `combine(p_t, r_t, carried, extras)`
+    gives `(h_t, carried_t)` from `r_t = (mask⊙h_{t-1})·W`, where `carried` is a tuple
+    of `carried_count` further states (an LSTM's c; none for Arch 1) and `extras` a
+    dict of `names` to the cell's other weights. The backward pass differentiates
+    `combine` one step at a time (autodiff of a small, matmul-free function) and
+    computes W's gradient after the loop, as the hand-written loops above do."""
 
     @tf.custom_gradient
-    def loop(projected, h0, c0, kernel, mask, *extras):
-        given = dict(zip(names, extras))
+    def loop(projected, kernel, mask, h0, *rest):
+        carried0, extras = rest[:carried_count], rest[carried_count:]
 
-        def step(carry, p_t):
-            h, c, _ = carry
+        def step(state, p_t):
+            h, carried = state[0], state[1:-1]
             r = tf.matmul(h * mask, kernel)
-            return (*combine(p_t, r, c, given), r)
+            h, carried = combine(p_t, r, carried, dict(zip(names, extras)))
+            return (h, *carried, r)
 
         r0 = tf.zeros_like(projected[0])
-        hs, cs, rs = tf.scan(step, projected, initializer=(h0, c0, r0))
+        hs, *carried_all, rs = tf.scan(step, projected, initializer=(h0, *carried0, r0))
 
-        def grad(d_hs, d_cs):
+        def grad(d_hs, *d_carried):
             d_hs = tf.zeros_like(hs) if d_hs is None else d_hs
-            d_cs = tf.zeros_like(cs) if d_cs is None else d_cs
-            previous_c = tf.concat([c0[None], cs[:-1]], 0)
+            d_carried = [tf.zeros_like(c) if d is None else d for c, d in zip(carried_all, d_carried)]
+            previous = [tf.concat([c0[None], c[:-1]], 0) for c0, c in zip(carried0, carried_all)]
 
-            def back(carry, inputs):
-                dh_next, dc_next = carry[0], carry[1]
-                p_t, r_t, c_prev, d_h, d_c = inputs
+            def back(state, inputs):
+                dh_next, d_next = state[0], state[1:1 + carried_count]
+                p_t, r_t, d_h, *rest_t = inputs
+                carried_prev, d_carried_t = rest_t[:carried_count], rest_t[carried_count:]
                 with tf.GradientTape() as tape:
-                    tape.watch([p_t, r_t, c_prev, *extras])
-                    h_t, c_t = combine(p_t, r_t, c_prev, dict(zip(names, extras)))
-                dp, dr, dc, *d_extras = tape.gradient(
-                    [h_t, c_t], [p_t, r_t, c_prev, *extras],
-                    output_gradients=[d_h + dh_next, d_c + dc_next],
+                    tape.watch([p_t, r_t, *carried_prev, *extras])
+                    h_t, carried_t = combine(p_t, r_t, tuple(carried_prev), dict(zip(names, extras)))
+                dp, dr, *d_rest = tape.gradient(
+                    [h_t, *carried_t], [p_t, r_t, *carried_prev, *extras],
+                    output_gradients=[d_h + dh_next, *[d + n for d, n in zip(d_carried_t, d_next)]],
                     unconnected_gradients=tf.UnconnectedGradients.ZERO)
-                return (tf.matmul(dr, kernel, transpose_b=True) * mask, dc, dp, dr, *d_extras)
+                return (tf.matmul(dr, kernel, transpose_b=True) * mask, *d_rest[:carried_count], dp, dr,
+                        *d_rest[carried_count:])
 
-            zeros = (tf.zeros_like(h0), tf.zeros_like(c0), r0, r0, *map(tf.zeros_like, extras))
-            dh0, dc0, dp, dr, *d_extras = tf.scan(back, (projected, rs, previous_c, d_hs, d_cs),
-                                                  initializer=zeros, reverse=True)
+            zeros = (tf.zeros_like(h0), *map(tf.zeros_like, carried0), r0, r0, *map(tf.zeros_like, extras))
+            out = tf.scan(back, (projected, rs, d_hs, *previous, *d_carried), initializer=zeros,
+                          reverse=True)
+            dh0, d_carried0 = out[0], out[1:1 + carried_count]
+            dp, dr, d_extras = out[1 + carried_count], out[2 + carried_count], out[3 + carried_count:]
             previous_h = tf.concat([h0[None], hs[:-1]], 0) * mask
-            return (dp, dh0[0], dc0[0], weight_gradient(previous_h, dr), None,
+            return (dp, weight_gradient(previous_h, dr), None, dh0[0], *[d[0] for d in d_carried0],
                     *[tf.reduce_sum(d, 0) for d in d_extras])
 
-        return (hs, cs), grad
+        return (hs, *carried_all), grad
 
     return loop

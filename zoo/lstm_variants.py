@@ -16,25 +16,9 @@ from keras import ops
 # Private Keras: the class whose cells Keras' RNN makes a window's dropout masks for.
 from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
 
-from zoo.arguments import check_positive
+from zoo.arguments import check_positive, check_rate, normalize
 from zoo.gated import GatedCharLMLayer, finish
 from zoo.loops import elementwise_cell_loop, time_major
-
-EPSILON = 1e-5  # of the layer normalisation's variance
-
-
-def check_rate(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValueError(f"`{name}` must be a number in [0, 1), got {value!r}.")
-
-
-def normalize(x, gain, shift=None):
-    """Layer normalisation over the last axis (Ba et al. 2016): zero mean, unit variance, then
-    `* gain + shift`."""
-    mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
-    x = (x - mean) * tf.math.rsqrt(variance + EPSILON) * gain
-    return x if shift is None else x + shift
-
 
 class LSTMVariantCell(keras.Layer, DropoutRNNCell):
     """What the variants share: Keras LSTM's weights and state, and variational
@@ -260,7 +244,7 @@ class LSTMVariant(GatedCharLMLayer, keras.layers.RNN):
                  **kwargs):
         if cell is None:
             cell = self.cell_class(units, recurrent_initializer=recurrent_initializer or "orthogonal",
-                                   recurrent_dropout=recurrent_dropout)
+                                   recurrent_dropout=recurrent_dropout, dtype=kwargs.get("dtype"))
         super().__init__(cell, **kwargs)
 
     xla_compiles_training = True  # recurrent dropout stays inside the hand-written loop
@@ -275,10 +259,18 @@ class LSTMVariant(GatedCharLMLayer, keras.layers.RNN):
         cell, (h0, c0) = self.cell, initial_state
         dropped = cell.get_recurrent_dropout_mask(h0) if training and cell.recurrent_dropout else None
         extras = cell.extras()
-        loop = elementwise_cell_loop(cell.combine, tuple(extras))
-        hs, cs = loop(time_major(cell.project(sequences)), h0, c0, tf.identity(cell.recurrent_kernel),
-                      tf.ones_like(h0) if dropped is None else dropped,
-                      *[tf.identity(weight) for weight in extras.values()])
+
+        def combine(projected, recurrent, carried, weights):
+            h, c = cell.combine(projected, recurrent, carried[0], weights)
+            return h, (c,)
+
+        def value(weight):  # in the compute dtype, as Keras' autocast would give it
+            return ops.cast(weight, self.compute_dtype)
+
+        hs, cs = elementwise_cell_loop(combine, tuple(extras), 1)(
+            time_major(cell.project(sequences)), value(cell.recurrent_kernel),
+            tf.ones_like(h0) if dropped is None else dropped, h0, c0,
+            *map(value, extras.values()))
         return finish(self, hs, [hs, cs])
 
     @classmethod

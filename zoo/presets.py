@@ -34,6 +34,11 @@ PRESETS = {
         "model": {"family": "arch1", "units": 100, "combine": "add", "activation": "relu",
                   "recurrent_initializer": "orthogonal"},
     },
+    "arch1-ln": {
+        "description": "Arch 1 add, ReLU, layer-normalised pre-activation (Ba et al. 2016), n=100",
+        "model": {"family": "arch1", "units": 100, "combine": "add", "activation": "relu",
+                  "layer_norm": True},
+    },
     "arch2": {
         "description": "Arch 2 reference: previous output fed back, tanh, n=50, teacher forcing",
         "model": {"family": "arch2", "units": 50, "activation": "tanh", "feedback": "sample"},
