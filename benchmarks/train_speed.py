@@ -17,7 +17,9 @@ ALPHABET = " abcdefghijklmnopqrstuvwxyz"
 TINY = {"batch_size": 4, "unrollings": 5, "model": {"units": 8}}
 WIDTHS = (128, 256, 512, 1024)  # the width sweep's units; tiny runs use 8 and 16
 FAMILIES = ("arch1", "arch2", "lstm", "gru")  # the train section's; each its preset
-VARIANTS = ("lstm-peephole", "lstm-cifg", "lstm-ln")  # the variants section's presets
+# The variants section's presets, each against the closest Keras layer: LSTM, or SimpleRNN
+# of the same state size.
+VARIANTS = ("lstm-peephole", "lstm-cifg", "lstm-ln", "arch1-mul", "arch1-orth", "arch1-ln")
 
 
 def recipe(family, tiny):
@@ -171,18 +173,23 @@ def width_rows(tiny, effort):
 
 
 def variant_rows(tiny, effort):
-    """The LSTM variants' presets against Keras' LSTM of the same width and shapes (the
-    closest peer: Keras has none of the variants)."""
+    """The variants' presets against the closest Keras layer at the same shapes and state
+    size (Keras has none of the variants): LSTM for the LSTM variants, SimpleRNN (ReLU) for
+    Arch 1's."""
     repeats, seconds = effort[:2]
-    rows, keras_speed = [], None
+    rows, peer_speeds = [], {}
     for family in VARIANTS:
         s = recipe(family, tiny)
         units, chars, per_call = s.model["units"], s.batch_size * s.unrollings, s.steps_per_execution
-        if keras_speed is None:
-            keras_speed = rate(peers.keras_train_step(
-                "lstm", s.batch_size, s.unrollings, units, len(ALPHABET), make_optimizer(s),
-                s.clip_norm), chars, repeats, seconds)
+        kind = "lstm" if family.startswith("lstm") else "simple"
+        activation = s.model.get("activation", "tanh")
+        key = (kind, s.batch_size, s.unrollings, units, activation)
+        if key not in peer_speeds:
+            peer_speeds[key] = rate(peers.keras_train_step(
+                kind, s.batch_size, s.unrollings, units, len(ALPHABET), make_optimizer(s),
+                s.clip_norm, activation), chars, repeats, seconds)
         ours = rate(our_train_step(s, per_call)[0], per_call * chars, repeats, seconds)
+        peer = f"Keras {'LSTM' if kind == 'lstm' else 'SimpleRNN'}({units})"
         rows.append(row(f"train {family} (b{s.batch_size} u{s.unrollings} n{units})", ours,
-                        "chars/s", f"Keras LSTM({units})", keras_speed, target=1.0))
+                        "chars/s", peer, peer_speeds[key], target=1.0))
     return rows
