@@ -20,6 +20,7 @@ from zoo.arguments import check_positive, check_rate, normalize
 from zoo.gated import GatedCharLMLayer, finish
 from zoo.loops import elementwise_cell_loop, time_major
 
+
 class LSTMVariantCell(keras.Layer, DropoutRNNCell):
     """What the variants share: Keras LSTM's weights and state, and variational
     dropout on `h` before the recurrent transform (one mask per window, as
