@@ -133,6 +133,16 @@ def create_app(models_dir, limits=LIMITS, max_body=65_536, request_timeout=30.0,
             raise HTTPException(504, detail=f"the request took longer than {request_timeout:g} s "
                                             "and was cancelled; ask for less, or try again") from None
 
+    async def checked_in_thread(call, started):
+        """`call()` on the stream threads under the request's deadline; its SettingError is a 422."""
+        def work():
+            try:
+                return call()
+            except SettingError as error:
+                raise unprocessable(error) from None
+
+        return await in_thread(work, started + request_timeout)
+
     @contextlib.asynccontextmanager
     async def lifespan(app):
         yield
@@ -252,14 +262,7 @@ def create_app(models_dir, limits=LIMITS, max_body=65_536, request_timeout=30.0,
         """Bits of surprise of each character of `text` (as the model read it), and in all."""
         started = time.monotonic()
         model = get_model(name, "generate")
-
-        def work():
-            try:
-                return model.score(body.text, limits)
-            except SettingError as error:
-                raise unprocessable(error) from None
-
-        scored = await in_thread(work, started + request_timeout)
+        scored = await checked_in_thread(lambda: model.score(body.text, limits), started)
         return {"model": model.name, "version": model.version, **scored,
                 "elapsed_ms": round((time.monotonic() - started) * 1000, 3)}
 
@@ -268,14 +271,7 @@ def create_app(models_dir, limits=LIMITS, max_body=65_536, request_timeout=30.0,
         """The likeliest classes of each string, with their probabilities."""
         started = time.monotonic()
         model = get_model(name, "classify")
-
-        def work():
-            try:
-                return model.classify(body.texts, body.top)
-            except SettingError as error:
-                raise unprocessable(error) from None
-
-        answers = await in_thread(work, started + request_timeout)
+        answers = await checked_in_thread(lambda: model.classify(body.texts, body.top), started)
         return {"model": model.name, "version": model.version, "classes": answers,
                 "elapsed_ms": round((time.monotonic() - started) * 1000, 3)}
 
