@@ -55,18 +55,13 @@ def run_charzoo(name, preset, overrides, corpus_spec, normalize, seconds, direct
 
 def read_curve(run):
     """The run's validations as `[{seconds, characters, bpc}]`, from its TensorBoard logs."""
-    from tensorboard.backend.event_processing.event_accumulator import TENSORS, EventAccumulator
+    from training.tensorboard import read_summaries
 
-    events = EventAccumulator(str(run / "logs" / "validation"), size_guidance={TENSORS: 0})
-    events.Reload()
-
-    def scalars(tag):
-        return [(e.step, float(np.asarray(e.tensor_proto.float_val or
-                                          np.frombuffer(e.tensor_proto.tensor_content, np.float32))[0]))
-                for e in events.Tensors(tag)]
-
-    return [{"seconds": s, "characters": c, "bpc": bpc}
-            for (s, bpc), (c, _) in zip(scalars("bpc_by_seconds"), scalars("bpc_by_characters"))]
+    validation = run / "logs" / "validation"
+    by_seconds, by_characters = (read_summaries(validation, tag)
+                                 for tag in ("bpc_by_seconds", "bpc_by_characters"))
+    return [{"seconds": s, "characters": c, "bpc": float(bpc)}
+            for (s, bpc), (c, _) in zip(by_seconds, by_characters)]
 
 
 def run_torch(cell, hidden, splits, vocabulary, seconds, directory):

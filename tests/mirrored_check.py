@@ -128,6 +128,8 @@ def main():
         "replicas": strategy.num_replicas_in_sync,
         "adam_arch1": compare(strategy, "arch1", {"optimizer": "adam", "learning_rate": 0.02}),
         "adam_lstm": compare(strategy, "lstm", {"optimizer": "adam", "learning_rate": 0.02}),
+        # Each replica draws its own dropout masks: the numbers differ from one device's.
+        "dropout_lstm": compare(strategy, "lstm-dropout", {"optimizer": "adam", "learning_rate": 0.02}),
         # SGD moves by the gradient itself, so a gradient counted twice would show...
         "sgd": compare(strategy, "arch1", {"optimizer": "sgd", "learning_rate": 0.5, "clip_norm": 1e9}),
         # ...and so would clipping by any other norm than that of the summed gradient.

@@ -131,6 +131,39 @@ def test_arch1_layer_equals_the_cell_in_keras_rnn(combine, activation):
 
 
 @pytest.mark.parametrize("combine", COMBINES)
+def test_arch1_recurrent_dropout_equals_the_cell_in_keras_rnn(combine):
+    """Training with recurrent dropout: the layer's loop (values and gradients) is the cell's
+    under Keras' RNN with the same window mask, and the mask really drops units."""
+    keras.utils.set_random_seed(6)
+    layer = Arch1(4, vocabulary_size=7, **combining(combine), recurrent_dropout=0.5,
+                  bias_initializer="random_normal")
+    tokens = ids(3, 6, 7)
+    state = tf.random.normal((3, layer.state_size))
+    layer(tokens, state)
+    reference = keras.layers.RNN(layer.cell, return_sequences=True, return_state=True)
+    window_mask = tf.constant(np.random.default_rng(1).integers(0, 2, (3, layer.state_size)) * 2.0,
+                              tf.float32)
+    results = []
+    for run in (lambda: layer(tokens, state, training=True),
+                lambda: reference(tf.one_hot(tokens, 7), initial_state=[state], training=True),
+                lambda: layer(tokens, state * window_mask)):  # the mask by hand, dropout off
+        with tf.GradientTape() as tape:
+            layer.cell._recurrent_dropout_mask = window_mask  # where both look for the window's
+            sequence, final = run()
+            loss = tf.reduce_sum(sequence * tf.sin(tf.range(sequence.shape[-1], dtype=tf.float32)))
+        results.append([sequence, final, *map(tf.convert_to_tensor,
+                                              tape.gradient(loss, layer.cell.trainable_variables))])
+    for ours, theirs in zip(*results[:2]):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    # The mask reaches the first step; later steps see it through the recurrent kernel only.
+    np.testing.assert_allclose(results[0][0][:, 0], results[2][0][:, 0], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(results[0][0], layer(tokens, state)[0])
+    assert layer.cell._recurrent_dropout_mask is None  # reset after the window
+    clone = check_config_round_trip(layer)
+    assert clone.recurrent_dropout == 0.5
+
+
+@pytest.mark.parametrize("combine", COMBINES)
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 def test_arch1_recurrence_gradient_matches_autodiff(activation, combine):
     keras.utils.set_random_seed(2)

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from live_server import live_server
 from serving.app import create_app
-from training import labelled
+from training import classify, labelled
 from training.cli import main
 from zoo import CharClassifier
 from zoo_checks import check_config_round_trip, check_keras_file_round_trip
@@ -119,16 +119,29 @@ def test_training_learns_the_last_character_and_reports_it(trained):
     assert (trained["run"] / "logs" / "validation").is_dir()
 
 
+def test_balanced_accuracy_is_the_mean_recall_of_the_classes_present():
+    confusion = np.array([[3, 1, 0], [0, 0, 0], [1, 1, 2]])  # class 1 has no examples
+    assert classify.balanced_accuracy(confusion) == pytest.approx((3 / 4 + 2 / 4) / 2)
+
+
 def test_eval_and_predict_on_the_command_line(trained, capsys):
     assert main(["classify", "eval", str(trained["run"]), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["accuracy"] == 1.0 and result["classes"] == list(CLASSES)
     assert main(["classify", "eval", str(trained["run"]), "--split", "valid"]) == 0
     table = capsys.readouterr().out
-    assert "valid accuracy 1.0000" in table and "ends_in_b" in table
+    assert "valid accuracy 1.0000, mean recall per class 1.0000" in table and "ends_in_b" in table
     assert main(["classify", "predict", str(trained["run"]), "zzzb", "q", "--top", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("zzzb: ends_in_b") and lines[1].startswith("q: ")  # q: never seen
+
+
+def test_set_reads_the_classifier_settings():
+    from training.config import parse_settings
+
+    assert parse_settings(["balanced=true", "eval-every-seconds=2", "model.units=8"],
+                          classify.FIELD_TYPES) == {"model": {"units": 8}, "balanced": True,
+                                                    "eval_every_seconds": 2.0}
 
 
 def test_user_errors_are_one_line_without_a_traceback(trained, tmp_path, capsys):
@@ -139,6 +152,8 @@ def test_user_errors_are_one_line_without_a_traceback(trained, tmp_path, capsys)
         (["classify", "train", "gru", "--data", str(trained["data"]), "--run-dir", str(trained["run"])],
          "finished classifier run"),
         (["classify", "train", "nope", "--data", str(trained["data"])], "classifier preset"),
+        (["classify", "train", "gru", "--data", str(trained["data"]), "--set", "unrollings=5"],
+         "--set unrollings: unknown setting; valid: batch_size"),  # a language model's setting
         (["classify", "eval", str(tmp_path)], "config.json is missing"),
         (["classify", "predict", str(trained["run"]), ""], "at least one character"),
     ]:

@@ -62,16 +62,19 @@ def one_line_error(capsys, *expected):
 
 
 # 8. Unknown model arguments.
-ARCH1_ARGUMENTS = "units, num_layers, dropout, activation, combine, recurrent_initializer, unroll, layer_norm"
+ARCH1_ARGUMENTS = ("units, num_layers, dropout, activation, combine, recurrent_initializer, unroll, "
+                   "layer_norm, recurrent_dropout")
+ARCH2_ARGUMENTS = "units, num_layers, dropout, activation, feedback, recurrent_initializer"
 LSTM_ARGUMENTS = "units, num_layers, embedding_size, dropout, recurrent_initializer, recurrent_dropout"
 
 
 @pytest.mark.parametrize("preset, setting, valid", [
     ("arch1", "model.foo=1", ARCH1_ARGUMENTS),
-    ("arch1", "model.recurrent_dropout=0.5", ARCH1_ARGUMENTS),  # the gated families' only
+    ("arch1", "model.bidirectional=true", ARCH1_ARGUMENTS),  # the classifier's only
     ("lstm", "model.bidirectional=true", LSTM_ARGUMENTS),  # the classifier's only
     ("lstm", "model.activation=relu", LSTM_ARGUMENTS),  # read by arch1/2 only
-    ("arch2", "model.combine=add", "units, num_layers, dropout, activation, feedback, recurrent_initializer"),
+    ("arch2", "model.combine=add", ARCH2_ARGUMENTS),
+    ("arch2", "model.recurrent_dropout=0.5", ARCH2_ARGUMENTS),  # no hidden state to drop
 ])
 def test_unknown_model_arguments_are_refused_with_the_valid_ones(preset, setting, valid, tmp_path, capsys):
     run = tmp_path / "run"

@@ -42,6 +42,12 @@ def test_mirrored_training_matches_one_device(mirrored, case):
     assert result["iterations"] == 4  # one optimizer step per train step, not one per replica
 
 
+def test_mirrored_training_with_dropout_keeps_the_replicas_identical(mirrored):
+    result = mirrored["dropout_lstm"]
+    assert result["replicas_apart"] == 0.0 and result["iterations"] == 4, result
+    assert 0 < result["loss"] < 0.1, result  # other masks than one device's, the same model
+
+
 def test_a_mirrored_run_resumes_and_matches_a_single_device_run(mirrored):
     result = mirrored["runs"]
     assert result["steps"] == 12

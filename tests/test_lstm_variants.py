@@ -136,9 +136,10 @@ def test_keras_layer_test_harness(kind):
         expected_num_non_trainable_weights=0, expected_num_seed_generators=1, supports_masking=True)
 
 
-@pytest.mark.parametrize("family", ["lstm-peephole", "lstm-cifg", "lstm-ln"])
+@pytest.mark.parametrize("family", ["lstm-peephole", "lstm-cifg", "lstm-ln", "arch1"])
 def test_keras_file_reloads_in_a_fresh_process(family, tmp_path):
-    model = CharLM(family, 11, 6, embedding_size=3, dropout=0.2, recurrent_dropout=0.3)
+    embedding = {"num_layers": 2} if family == "arch1" else {"embedding_size": 3}
+    model = CharLM(family, 11, 6, **embedding, dropout=0.2, recurrent_dropout=0.3)
     check_keras_file_round_trip(model, [ids(2, 6, 11), model.initial_state(2)], tmp_path)
 
 
@@ -156,9 +157,8 @@ def test_dropout_masks_are_the_same_at_every_step_of_a_window():
 
 @pytest.mark.parametrize("family", ["lstm", "lstm-ln", "arch1"])
 def test_dropout_is_off_at_inference_and_in_the_export(family, tmp_path):
-    recurrent = {} if family == "arch1" else {"recurrent_dropout": 0.5}
     keras.utils.set_random_seed(5)
-    model = CharLM(family, 27, 8, dropout=0.5, **recurrent)
+    model = CharLM(family, 27, 8, dropout=0.5, recurrent_dropout=0.5)
     plain = CharLM(family, 27, 8)
     plain.set_weights(model.get_weights())
     inputs = [ids(2, 9), model.initial_state(2)]
@@ -173,7 +173,7 @@ def test_dropout_is_off_at_inference_and_in_the_export(family, tmp_path):
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda: CharLM("arch1", 27, 8, recurrent_dropout=0.1), "time loop has no dropout"),
+    (lambda: CharLM("arch2", 27, 8, recurrent_dropout=0.1), "feeds back its output"),
     (lambda: CharLM("arch2", 27, 8, dropout=0.1), "no features pass between layers"),
     (lambda: CharLM("lstm-ln", 27, 8, dropout=1.0), r"\[0, 1\)"),
     (lambda: PeepholeLSTMCell(0), "positive integer"),

@@ -162,11 +162,15 @@ def test_last_step_loss_trains_from_the_last_unrolling_only():
         tiny_config(loss_steps="first")
 
 
-@pytest.mark.parametrize("family", ["lstm", "gru", "lstm-cifg"])
+@pytest.mark.parametrize("family", ["lstm", "gru", "lstm-cifg", "arch1", "arch1-mul"])
 def test_dropout_trains_in_the_multi_step_call(family):
     # Keras' LSTM and GRU leave their fused loop for Keras' with recurrent dropout, whose
     # gradient XLA cannot compile there (SIGSEGV): the trainer must not ask it to.
-    model = CharLM(family, 5, 16, embedding_size=8, dropout=0.3, recurrent_dropout=0.3)
+    if family.startswith("arch1"):
+        model = CharLM("arch1", 5, 16, num_layers=2, combine=family.partition("-")[2] or "concat",
+                       dropout=0.3, recurrent_dropout=0.3)
+    else:
+        model = CharLM(family, 5, 16, embedding_size=8, dropout=0.3, recurrent_dropout=0.3)
     trainer = Trainer(model, keras.optimizers.Adam(0.01), clip_norm=0.5)
     windows = np.random.default_rng(4).integers(0, 5, (3, 2, 6)).astype(np.int32)
     out = trainer.train_steps(windows, np.roll(windows, -1, axis=2), model.initial_state(2))

@@ -108,9 +108,19 @@ def evaluate(logits_of, split, index, num_classes, chunk=512):
         losses.append(float(cross_entropy(logits, labels)) * len(labels))
         predictions.append(np.argmax(logits, -1))
     predictions = np.concatenate(predictions)
+    confusion = labelled.confusion(split.labels, predictions, num_classes)
     return {"accuracy": float(np.mean(predictions == split.labels)),
+            "balanced_accuracy": balanced_accuracy(confusion),
             "loss": sum(losses) / len(split.labels),
-            "confusion": labelled.confusion(split.labels, predictions, num_classes).tolist()}
+            "confusion": confusion.tolist()}
+
+
+def balanced_accuracy(confusion):
+    """The mean over classes of each class's recall (classes absent from the split skipped):
+    what `--balanced` sampling trades plain accuracy for."""
+    totals = confusion.sum(axis=1)
+    present = totals > 0
+    return float(np.mean(np.diag(confusion)[present] / totals[present]))
 
 
 def check_new_run(run):

@@ -9,13 +9,13 @@ def cmd_train(args):
     from training import classify
     from training.config import parse_settings
 
-    overrides = parse_settings(args.set)
-    for flag in ("max_time", "epochs", "seed"):
-        if getattr(args, flag) is not None:
-            overrides[flag] = getattr(args, flag)
-    if args.balanced:
-        overrides["balanced"] = True
     try:
+        overrides = parse_settings(args.set, classify.FIELD_TYPES)
+        for flag in ("max_time", "epochs", "seed"):
+            if getattr(args, flag) is not None:
+                overrides[flag] = getattr(args, flag)
+        if args.balanced:
+            overrides["balanced"] = True
         config = classify.resolve(args.preset, args.data, overrides)
         run_dir = args.run_dir or f"runs/classify-{config.preset}"
         metrics = classify.train(config, run_dir, log=lambda line: print(line, flush=True))
@@ -23,7 +23,8 @@ def cmd_train(args):
         raise UserError(str(error)) from None
     print(f"charzoo: {metrics['steps']:,} steps in {metrics['seconds']:,.0f} s; accuracy: "
           f"validation {metrics['valid']['accuracy']:.3f}, test {metrics['test']['accuracy']:.3f} "
-          f"(majority class {metrics['majority']:.3f})"
+          f"(mean recall per class {metrics['test']['balanced_accuracy']:.3f}; majority class "
+          f"{metrics['majority']:.3f})"
           + (f"; exported {metrics['export']}" if "export" in metrics else ""))
 
 
@@ -52,7 +53,8 @@ def cmd_eval(args):
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"{args.split} accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f} "
+    print(f"{args.split} accuracy {result['accuracy']:.4f}, mean recall per class "
+          f"{result['balanced_accuracy']:.4f}, loss {result['loss']:.4f} "
           f"({sum(map(sum, result['confusion'])):,} examples)\n")
     print(confusion_table(result["classes"], result["confusion"]))
 

@@ -70,7 +70,8 @@ GATED_RECIPE = {"batch_size": 64, "unrollings": 50, "optimizer": "adam", "learni
 RECIPES = {"arch1": ARCH1_RECIPE, "arch1-add": ARCH1_RECIPE, "arch1-tanh": ARCH1_RECIPE, "arch1-mul": ARCH1_RECIPE,
            "arch1-orth": ARCH1_RECIPE, "arch1-ln": ARCH1_RECIPE, "arch1-tuned": ARCH1_TUNED_RECIPE,
            "irnn": ARCH1_RECIPE, "arch2": ARCH2_RECIPE, "lstm": GATED_RECIPE, "gru": GATED_RECIPE,
-           "lstm-peephole": GATED_RECIPE, "lstm-cifg": GATED_RECIPE, "lstm-ln": GATED_RECIPE}
+           "lstm-peephole": GATED_RECIPE, "lstm-cifg": GATED_RECIPE, "lstm-ln": GATED_RECIPE,
+           "lstm-dropout": GATED_RECIPE, "gru-dropout": GATED_RECIPE}
 
 LOSS_STEPS = ("all", "last")
 FIELD_TYPES = typing.get_type_hints(Config)
@@ -119,12 +120,17 @@ def checked_type(key, value, kind):
     raise ValueError(f"{key}: expected {'an' if base is int else 'a'} {base.__name__}, got {value!r}")
 
 
-def parse_settings(texts):
+def parse_settings(texts, field_types=None):
     """Command-line `KEY=VALUE` settings as typed overrides, parsed here and nowhere else.
 
-    Keys are Config fields (dashes allowed) or `model.<argument>`, whose value is
-    read as JSON where it parses (numbers, true/false, null) and as a string otherwise.
+    Keys are the settable fields of `field_types` (a config class's type hints; by
+    default `Config`'s; dashes allowed) or `model.<argument>`, whose value is read
+    as JSON where it parses (numbers, true/false, null) and as a string otherwise.
     """
+    if field_types is None:
+        field_types, settable = FIELD_TYPES, SETTABLE
+    else:
+        settable = tuple(name for name in field_types if name not in ("preset", "model", "data"))
     overrides = {"model": {}}
     for text in texts:
         key, sep, value = text.partition("=")
@@ -136,10 +142,10 @@ def parse_settings(texts):
                 overrides["model"][key[len("model."):]] = json.loads(value)
             except ValueError:
                 overrides["model"][key[len("model."):]] = value
-        elif key in SETTABLE:
-            overrides[key] = parse_value(key, value, FIELD_TYPES[key])
+        elif key in settable:
+            overrides[key] = parse_value(key, value, field_types[key])
         else:
-            raise ValueError(f"--set {key}: unknown setting; valid: {', '.join(SETTABLE)}, "
+            raise ValueError(f"--set {key}: unknown setting; valid: {', '.join(settable)}, "
                              "model.<argument>")
     return overrides
 

@@ -17,7 +17,8 @@ from training.distribute import (DistributedTrainer, is_chief, make_checkpoints,
                                  scratch_dir)
 from training.export import export_run
 from training.progress import TrainingProgress
-from training.run_dir import BestCheckpoint, CheckpointMismatch, RunDir, RunDirError, build_model
+from training.run_dir import (BestCheckpoint, CheckpointMismatch, RunDir, RunDirError, build_model,
+                              dropout_seed_states)
 from training.step import Trainer, make_optimizer, sample_text, set_seed
 from training.tensorboard import TensorBoardLogger
 
@@ -87,7 +88,13 @@ def validate(trainer, corpus, config, logger, step, best, clock, characters, fin
 
 def log_histograms(trainer, logger, inputs, targets, state, step):
     """Histograms of the weights and of the gradient of the last window trained; returns `step`."""
+    # The gradient is a training-mode call: it must not move dropout's random state, or a
+    # resumed run (which logs at other steps) would draw other masks than an unbroken one.
+    seeds = dropout_seed_states(trainer.model)
+    kept = [seed.numpy() for seed in seeds]
     _, gradients, _ = trainer.gradients(inputs[-1], targets[-1], state)
+    for seed, value in zip(seeds, kept):
+        seed.assign(value)
     logger.log_histograms(step, trainer.model, gradients, always=True)
     return step
 

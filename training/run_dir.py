@@ -178,6 +178,11 @@ class RunDir:
         return {"which": "last", "step": metrics.get("steps")}
 
 
+def dropout_seed_states(model):
+    """The variables of `model`'s dropout random generators (Keras `SeedGenerator`s)."""
+    return [variable for variable in model.variables if variable.path.endswith("seed_generator_state")]
+
+
 class Checkpoints:
     """The last `keep` checkpoints of a run's `objects` (TF trackables).
 
@@ -191,9 +196,13 @@ class Checkpoints:
     """
 
     # Objects added after runs were first written: a checkpoint without them still restores.
-    OPTIONAL = ("training_seconds",)
+    OPTIONAL = ("training_seconds", "dropout_seeds")
 
     def __init__(self, directory, keep, **objects):
+        if "model" in objects:
+            # Keras keeps dropout's random state in variables its layers do not track for
+            # tf.train.Checkpoint; without them a resumed run would draw other masks.
+            objects["dropout_seeds"] = dropout_seed_states(objects["model"])
         self.objects = objects
         self.checkpoint = tf.train.Checkpoint(**objects)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(directory), max_to_keep=keep)

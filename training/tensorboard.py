@@ -270,3 +270,13 @@ class TensorBoardLogger:
         """Flushes and closes the event files; the logger cannot be used afterwards."""
         for writer in self.writers():
             writer.close()
+
+
+def read_summaries(log_dir, tag):
+    """What a `TensorBoardLogger` wrote under `tag` in `log_dir` (a run or one of its
+    sub-runs), read back as `[(step, numpy value)]` in order of writing."""
+    from tensorboard.backend.event_processing.event_accumulator import TENSORS, EventAccumulator
+
+    events = EventAccumulator(str(log_dir), size_guidance={TENSORS: 0})
+    events.Reload()
+    return [(event.step, tf.make_ndarray(event.tensor_proto)) for event in events.Tensors(tag)]

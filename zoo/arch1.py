@@ -12,16 +12,18 @@ per class as a small table and gathered. What is left inside the loop is one
 import keras
 import tensorflow as tf
 from keras import ops
+# Private Keras: the class whose cells Keras' RNN makes a window's dropout masks for.
+from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
 
 from zoo import arguments
-from zoo.arguments import check_choice, check_positive, default_kernel_initializer
+from zoo.arguments import check_choice, check_positive, check_rate, default_kernel_initializer
 from zoo.loops import elementwise_cell_loop, multiplicative_loop, scan, time_major, vanilla_loop
 
 COMBINES = ("concat", "add", "mul")
 
 
 @keras.saving.register_keras_serializable(package="charzoo")
-class Arch1Cell(keras.Layer):
+class Arch1Cell(keras.Layer, DropoutRNNCell):
     """Arch 1: a vanilla RNN cell whose hidden layer is fed back.
 
     With `combine="concat"` (the reference design) the input and the previous
@@ -46,6 +48,11 @@ class Arch1Cell(keras.Layer):
     one scale, so the gradient through time neither explodes with a large `W`
     nor dies with a small one as fast.
 
+    With `recurrent_dropout` the previous state is multiplied by a dropout
+    mask before `·W` in training, one mask for every step of a window
+    (variational dropout, Gal & Ghahramani 2016): a unit dropped at one step
+    is dropped at all, so the noise does not compound through time.
+
     Args:
         units: int. Width of each transform `x·U` and `h·W`.
         activation: `"relu"` or `"tanh"`.
@@ -55,6 +62,8 @@ class Arch1Cell(keras.Layer):
         recurrent_initializer: initializer of `recurrent_kernel` (W).
         bias_initializer: initializer of `bias` (b).
         layer_norm: bool. Normalise the pre-activation (`combine="add"` only).
+        recurrent_dropout: float in [0, 1). Rate of the mask on `h_{t-1}` in training.
+        seed: int or None. Seed of the dropout masks.
 
     Example:
     >>> layer = keras.layers.RNN(Arch1Cell(8), return_state=True)
@@ -73,11 +82,14 @@ class Arch1Cell(keras.Layer):
         recurrent_initializer=None,
         bias_initializer="zeros",
         layer_norm=False,
+        recurrent_dropout=0.0,
+        seed=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         check_positive("units", units)
         check_choice("combine", combine, COMBINES)
+        check_rate("recurrent_dropout", recurrent_dropout)
         if layer_norm and combine != "add":
             raise ValueError("layer_norm=True needs combine='add': it normalises the summed "
                              "pre-activation (Ba et al. 2016)")
@@ -92,6 +104,12 @@ class Arch1Cell(keras.Layer):
         self.recurrent_initializer = arguments.kernel_initializer(recurrent_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.layer_norm = layer_norm
+        self.dropout = 0.0  # DropoutRNNCell's input mask: CharLM drops a layer's inputs itself
+        self.recurrent_dropout = recurrent_dropout
+        self.seed = seed
+        if recurrent_dropout:  # only then: a generator draws its seed from the global one,
+            # which would change every later initialisation of a model without dropout
+            self.seed_generator = keras.random.SeedGenerator(seed)
         self.state_size = 2 * units if combine == "concat" else units
         self.output_size = self.state_size
 
@@ -133,7 +151,10 @@ class Arch1Cell(keras.Layer):
         return self.activation(preactivation)
 
     def call(self, inputs, states, training=False):
-        state = self.recurrent_step(ops.matmul(inputs, self.kernel), arguments.single_state(states))
+        previous = arguments.single_state(states)
+        if training and self.recurrent_dropout:
+            previous = previous * self.get_recurrent_dropout_mask(previous)
+        state = self.recurrent_step(ops.matmul(inputs, self.kernel), previous)
         return state, [state]
 
     def get_initial_state(self, batch_size=None):
@@ -148,6 +169,8 @@ class Arch1Cell(keras.Layer):
                 "combine": self.combine,
                 "use_bias": self.use_bias,
                 "layer_norm": self.layer_norm,
+                "recurrent_dropout": self.recurrent_dropout,
+                "seed": self.seed,
                 **arguments.initializers_config(self),
             }
         )
@@ -175,6 +198,8 @@ class Arch1(keras.Layer):
         bias_initializer: initializer of b.
         unroll: bool. Unroll the time loop when the window length is static.
         layer_norm: bool. See `Arch1Cell`.
+        recurrent_dropout: float in [0, 1). See `Arch1Cell`.
+        seed: int or None. Seed of the dropout masks.
 
     Example:
     >>> layer = Arch1(units=8, vocabulary_size=27)
@@ -188,7 +213,7 @@ class Arch1(keras.Layer):
     emits_logits = False
     logits_initializer = staticmethod(default_kernel_initializer)
     char_lm_arguments = ("units", "activation", "combine", "recurrent_initializer", "unroll",
-                         "layer_norm")
+                         "layer_norm", "recurrent_dropout")
 
     def __init__(
         self,
@@ -202,6 +227,8 @@ class Arch1(keras.Layer):
         bias_initializer="zeros",
         unroll=False,
         layer_norm=False,
+        recurrent_dropout=0.0,
+        seed=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -216,6 +243,8 @@ class Arch1(keras.Layer):
             recurrent_initializer=recurrent_initializer,
             bias_initializer=bias_initializer,
             layer_norm=layer_norm,
+            recurrent_dropout=recurrent_dropout,
+            seed=seed,
             name="cell",
         )
         self.vocabulary_size = vocabulary_size
@@ -235,6 +264,8 @@ class Arch1(keras.Layer):
     recurrent_initializer = property(lambda self: self.cell.recurrent_initializer)
     bias_initializer = property(lambda self: self.cell.bias_initializer)
     layer_norm = property(lambda self: self.cell.layer_norm)
+    recurrent_dropout = property(lambda self: self.cell.recurrent_dropout)
+    seed = property(lambda self: self.cell.seed)
 
     def build(self, inputs_shape, initial_state_shape=None):
         self.cell.build((None, self.vocabulary_size or inputs_shape[-1]))
@@ -243,79 +274,94 @@ class Arch1(keras.Layer):
         """`(sequence, new_state)`; the `zoo.CharLM` interface of every family's layer."""
         return self(inputs, state)
 
-    def call(self, inputs, initial_state):
-        cell, n = self.cell, self.units
-        token_inputs = self.vocabulary_size is not None
-        bias = cell.bias if cell.bias is not None else ops.zeros((cell.state_size,))
-        if self.combine == "mul":
-            projected = ops.take(cell.kernel, inputs, axis=0) if token_inputs else ops.matmul(inputs, cell.kernel)
-            driven = projected + bias
-            if self.unroll and driven.shape[1] is not None:
-                sequence = scan(lambda state, projected_t: cell.recurrent_step(projected_t, state),
-                                projected, initial_state, unroll=True)
-            else:
-                loop = multiplicative_loop(self.activation)
-                sequence = time_major(loop(time_major(driven), initial_state,
-                                           tf.identity(cell.recurrent_kernel), tf.identity(cell.recurrent_bias)))
-            return sequence, sequence[:, -1]
-        if self.layer_norm and not (self.unroll and inputs.shape[1] is not None):
-            return self.normalised(inputs, initial_state, bias)
-        if self.combine == "add":
-            if token_inputs:
-                projected = ops.take(cell.kernel, inputs, axis=0)
-            else:
-                projected = ops.matmul(inputs, cell.kernel)
-            driven = projected + bias
-            if self.layer_norm:  # unrolled
-                sequence = scan(lambda state, projected_t: cell.recurrent_step(projected_t, state),
-                                projected, initial_state, unroll=True)
-                return sequence, sequence[:, -1]
-            recurrent_kernel = cell.recurrent_kernel
-            previous = initial_state
-        else:
-            # h_t = [act(x_t·U + b_in), act(h_{t-1}·W + b_rec)]: the first half never
-            # sees the past, so it and its contribution to the next step's second
-            # half are computed for the whole window at once.
-            carried_kernel = cell.recurrent_kernel[:n]
-            from_start = ops.matmul(initial_state[:, None, :n], carried_kernel)
-            if token_inputs:
-                first_table = self.activation(cell.kernel + bias[:n])
-                first = ops.take(first_table, inputs, axis=0)
-                carried = ops.take(ops.matmul(first_table, carried_kernel), inputs[:, :-1], axis=0)
-            else:
-                first = self.activation(ops.matmul(inputs, cell.kernel) + bias[:n])
-                carried = ops.matmul(first[:, :-1], carried_kernel)
-            driven = ops.concatenate([from_start, carried], axis=1) + bias[n:]
-            recurrent_kernel = cell.recurrent_kernel[n:]
-            previous = initial_state[:, n:]
-
-        if self.unroll and driven.shape[1] is not None:
-            def step(state, driven_t):
-                return self.activation(driven_t + ops.matmul(state, recurrent_kernel))
-
-            recurrent = scan(step, driven, previous, unroll=True)
-        else:
-            loop = vanilla_loop(self.activation)
-            recurrent = time_major(loop(time_major(driven), previous, tf.identity(recurrent_kernel)))
-        sequence = recurrent if self.combine == "add" else ops.concatenate([first, recurrent], -1)
-        return sequence, sequence[:, -1]
-
-    def normalised(self, inputs, initial_state, bias):
-        """`layer_norm=True`: the normalisation sits between the sum and the activation, so
-        the loop is `zoo.loops`' generic one, which differentiates a step by autodiff."""
+    def call(self, inputs, initial_state, training=False):
         cell = self.cell
-        projected = (ops.take(cell.kernel, inputs, axis=0) if self.vocabulary_size is not None
-                     else ops.matmul(inputs, cell.kernel))
-
-        def combine(projected_t, recurrent, carried, weights):
-            preactivation = arguments.normalize(projected_t + recurrent, weights["gain"])
-            return self.activation(preactivation + weights["bias"]), ()
-
-        (states,) = elementwise_cell_loop(combine, ("gain", "bias"), 0)(
-            time_major(projected), tf.identity(cell.recurrent_kernel), tf.ones_like(initial_state),
-            initial_state, tf.identity(cell.norm_gain), tf.identity(bias))
-        sequence = time_major(states)
+        dropped = training and cell.recurrent_dropout > 0
+        # The window's mask, cached in the cell where Keras' RNN would make it.
+        mask = cell.get_recurrent_dropout_mask(initial_state) if dropped else None
+        try:
+            if self.unroll and inputs.shape[1] is not None:
+                kept = (lambda state: state) if mask is None else (lambda state: state * mask)
+                sequence = scan(lambda state, projected_t: cell.recurrent_step(projected_t, kept(state)),
+                                self.project(inputs), initial_state, unroll=True)
+            elif dropped or self.layer_norm:
+                sequence = self.elementwise(inputs, initial_state, mask)
+            else:
+                sequence = self.fused(inputs, initial_state)
+        finally:
+            cell.reset_recurrent_dropout_mask()
         return sequence, sequence[:, -1]
+
+    def project(self, inputs):
+        """`x·U` for a window: a row gather of U when the inputs are ids."""
+        kernel = self.cell.kernel
+        if self.vocabulary_size is not None:
+            return ops.take(kernel, inputs, axis=0)
+        return ops.matmul(inputs, kernel)
+
+    def bias(self):
+        cell = self.cell
+        return cell.bias if cell.bias is not None else ops.zeros((cell.state_size,))
+
+    def fused(self, inputs, initial_state):
+        """The loops with hand-written gradients for the matmul after the state: the
+        fastest path, for every combine without layer norm or recurrent dropout."""
+        cell, n, bias = self.cell, self.units, self.bias()
+        if self.combine == "mul":
+            loop = multiplicative_loop(self.activation)
+            return time_major(loop(time_major(self.project(inputs) + bias), initial_state,
+                                   tf.identity(cell.recurrent_kernel), tf.identity(cell.recurrent_bias)))
+        if self.combine == "add":
+            loop = vanilla_loop(self.activation)
+            return time_major(loop(time_major(self.project(inputs) + bias), initial_state,
+                                   tf.identity(cell.recurrent_kernel)))
+        # concat: h_t = [act(x_t·U + b_in), act(h_{t-1}·W + b_rec)]: the first half never
+        # sees the past, so it and its contribution to the next step's second half are
+        # computed for the whole window at once.
+        carried_kernel = cell.recurrent_kernel[:n]
+        from_start = ops.matmul(initial_state[:, None, :n], carried_kernel)
+        if self.vocabulary_size is not None:
+            first_table = self.activation(cell.kernel + bias[:n])
+            first = ops.take(first_table, inputs, axis=0)
+            carried = ops.take(ops.matmul(first_table, carried_kernel), inputs[:, :-1], axis=0)
+        else:
+            first = self.activation(self.project(inputs) + bias[:n])
+            carried = ops.matmul(first[:, :-1], carried_kernel)
+        driven = ops.concatenate([from_start, carried], axis=1) + bias[n:]
+        loop = vanilla_loop(self.activation)
+        recurrent = time_major(loop(time_major(driven), initial_state[:, n:],
+                                    tf.identity(cell.recurrent_kernel[n:])))
+        return ops.concatenate([first, recurrent], -1)
+
+    def elementwise(self, inputs, initial_state, mask):
+        """Layer norm or recurrent dropout: something sits between the state and its matmul,
+        or between the sum and the activation, so the loop is `zoo.loops`' generic one,
+        which differentiates a step by autodiff (and compiles with XLA)."""
+        cell, n, act = self.cell, self.units, self.activation
+        if self.combine == "mul":
+            def combine(projected_t, recurrent, carried, weights):
+                gate = recurrent + weights["recurrent_bias"]
+                return act((projected_t + weights["bias"]) * gate), ()
+            extras = {"bias": self.bias(), "recurrent_bias": cell.recurrent_bias}
+        elif self.combine == "concat":  # the input half is the loop's too: it is elementwise
+            def combine(projected_t, recurrent, carried, weights):
+                bias = weights["bias"]
+                return ops.concatenate([act(projected_t + bias[:n]), act(recurrent + bias[n:])], -1), ()
+            extras = {"bias": self.bias()}
+        elif self.layer_norm:
+            def combine(projected_t, recurrent, carried, weights):
+                preactivation = arguments.normalize(projected_t + recurrent, weights["gain"])
+                return act(preactivation + weights["bias"]), ()
+            extras = {"gain": cell.norm_gain, "bias": self.bias()}
+        else:
+            def combine(projected_t, recurrent, carried, weights):
+                return act(projected_t + recurrent + weights["bias"]), ()
+            extras = {"bias": self.bias()}
+        (states,) = elementwise_cell_loop(combine, tuple(extras), 0)(
+            time_major(self.project(inputs)), tf.identity(cell.recurrent_kernel),
+            tf.ones_like(initial_state) if mask is None else mask, initial_state,
+            *map(tf.identity, extras.values()))
+        return time_major(states)
 
     def recurrent_kernels(self):
         """The matrices that carry the state from step to step, for diagnostics."""
@@ -324,7 +370,7 @@ class Arch1(keras.Layer):
         kernel = self.cell.recurrent_kernel
         return {"": kernel[self.units:] if self.combine == "concat" else kernel}
 
-    def compute_output_spec(self, inputs, initial_state):
+    def compute_output_spec(self, inputs, initial_state, training=False):
         batch, time = inputs.shape[0], inputs.shape[1]
         return (
             keras.KerasTensor((batch, time, self.state_size), dtype=self.compute_dtype),
@@ -335,7 +381,8 @@ class Arch1(keras.Layer):
         config = super().get_config()
         cell_config = self.cell.get_config()
         for name in ("units", "activation", "combine", "use_bias", "kernel_initializer",
-                     "recurrent_initializer", "bias_initializer", "layer_norm"):
+                     "recurrent_initializer", "bias_initializer", "layer_norm",
+                     "recurrent_dropout", "seed"):
             config[name] = cell_config[name]
         config.update({"vocabulary_size": self.vocabulary_size, "unroll": self.unroll})
         return config

@@ -78,9 +78,10 @@ class CharLM(keras.Model):
         dropout: float in [0, 1). Dropout on the features each recurrent layer
             reads and on those the last one writes, in training only, with one
             mask per window (variational: the same units dropped at every step).
-        recurrent_dropout: float in [0, 1). The gated families only: the same
-            on `h_{t-1}` before the recurrent transform (Keras' own for LSTM and
-            GRU, which leaves the fused CPU loop for Keras' while it is on).
+        recurrent_dropout: float in [0, 1). Every family but Arch 2 (which
+            feeds back its output, not a hidden state): the same on `h_{t-1}`
+            before the recurrent transform (Keras' own for LSTM and GRU, which
+            leaves the fused CPU loop for Keras' while it is on).
         layer_norm: bool. Arch 1 with `combine="add"` only: layer normalisation
             of the pre-activation inside the recurrence (see `Arch1Cell`).
 
@@ -125,8 +126,8 @@ class CharLM(keras.Model):
                  "unroll": unroll, "recurrent_dropout": recurrent_dropout, "layer_norm": layer_norm}
         layer_class = FAMILIES[family]
         if recurrent_dropout and "recurrent_dropout" not in layer_class.char_lm_arguments:
-            raise ValueError(f"recurrent_dropout: {family}'s time loop has no dropout; "
-                             "use dropout, or a gated family")
+            raise ValueError(f"recurrent_dropout: {family} feeds back its output, not a hidden "
+                             "state, so there is no state to drop; use dropout")
         if dropout and num_layers == 1 and layer_class.reads_ids and layer_class.emits_logits:
             raise ValueError(f"dropout: one {family} layer reads ids and writes logits, "
                              "so no features pass between layers to drop")
