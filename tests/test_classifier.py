@@ -140,7 +140,7 @@ def test_set_reads_the_classifier_settings():
     from training.config import parse_settings
 
     assert parse_settings(["balanced=true", "eval-every-seconds=2", "model.units=8"],
-                          classify.FIELD_TYPES) == {"model": {"units": 8}, "balanced": True,
+                          classify.FIELD_TYPES, classify.SETTABLE) == {"model": {"units": 8}, "balanced": True,
                                                     "eval_every_seconds": 2.0}
 
 

@@ -44,6 +44,7 @@ class ClassifierConfig:
 
 
 FIELD_TYPES = typing.get_type_hints(ClassifierConfig)
+SETTABLE = tuple(name for name in FIELD_TYPES if name not in ("preset", "model", "data"))
 
 
 def resolve(preset, data, overrides=None):
@@ -55,9 +56,8 @@ def resolve(preset, data, overrides=None):
         raise ValueError(f"unknown classifier argument(s): {', '.join(unknown)}; "
                          f"valid: {', '.join(presets.CLASSIFIER_ARGUMENTS)}")
     for key, value in overrides.items():
-        if key not in FIELD_TYPES or key in ("preset", "model", "data"):
-            raise ValueError(f"--set {key}: unknown setting; valid: "
-                             f"{', '.join(k for k in FIELD_TYPES if k not in ('preset', 'model', 'data'))}")
+        if key not in SETTABLE:
+            raise ValueError(f"--set {key}: unknown setting; valid: {', '.join(SETTABLE)}")
         overrides[key] = checked_type(key, value, FIELD_TYPES[key])
     config = ClassifierConfig(preset=preset.lower(), model=model, data=str(data), **overrides)
     if not (config.max_time or config.epochs):

@@ -10,7 +10,7 @@ def cmd_train(args):
     from training.config import parse_settings
 
     try:
-        overrides = parse_settings(args.set, classify.FIELD_TYPES)
+        overrides = parse_settings(args.set, classify.FIELD_TYPES, classify.SETTABLE)
         for flag in ("max_time", "epochs", "seed"):
             if getattr(args, flag) is not None:
                 overrides[flag] = getattr(args, flag)

@@ -120,17 +120,14 @@ def checked_type(key, value, kind):
     raise ValueError(f"{key}: expected {'an' if base is int else 'a'} {base.__name__}, got {value!r}")
 
 
-def parse_settings(texts, field_types=None):
+def parse_settings(texts, field_types=FIELD_TYPES, settable=SETTABLE):
     """Command-line `KEY=VALUE` settings as typed overrides, parsed here and nowhere else.
 
-    Keys are the settable fields of `field_types` (a config class's type hints; by
-    default `Config`'s; dashes allowed) or `model.<argument>`, whose value is read
-    as JSON where it parses (numbers, true/false, null) and as a string otherwise.
+    Keys are the names in `settable` (fields of the config class whose type hints are
+    `field_types`; `Config`'s by default; dashes allowed) or `model.<argument>`, whose
+    value is read as JSON where it parses (numbers, true/false, null) and as a string
+    otherwise.
     """
-    if field_types is None:
-        field_types, settable = FIELD_TYPES, SETTABLE
-    else:
-        settable = tuple(name for name in field_types if name not in ("preset", "model", "data"))
     overrides = {"model": {}}
     for text in texts:
         key, sep, value = text.partition("=")
