@@ -24,6 +24,10 @@ ROWS = {
     "lstm-256": ("lstm", {"units": 256}, "lstm", 256),
     "lstm-512": ("lstm", {}, "lstm", 512),
     "gru-512": ("gru", {}, "gru", 512),
+    # Dropout 0.2 (`lstm-dropout`, `gru-dropout`): for small corpora and long budgets.
+    "lstm-256-dropout": ("lstm-dropout", {"units": 256}, "lstm", 256),
+    "lstm-512-dropout": ("lstm-dropout", {}, "lstm", 512),
+    "gru-512-dropout": ("gru-dropout", {}, "gru", 512),
     "arch1": ("arch1", {}, "rnn", 200),
     "arch1-mul": ("arch1-mul", {}, "rnn", 200),
     "arch1-tuned": ("arch1-tuned", {}, "rnn", 200),

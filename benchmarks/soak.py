@@ -180,12 +180,13 @@ def soak_rows(models_dir, next_export, seconds, row):
     def percentile(q):
         return 1000 * latencies[int(q * (len(latencies) - 1))] if latencies else float("nan")
 
+    state = health["states"]["lstm"]
     total = tally["valid"] + tally["streams"] + tally["hostile"] + tally["walked_away"]
     label = f"soak, {seconds:.0f} s of mixed load"
     note = (f"{total} requests: {tally['valid']} valid, {tally['streams']} streams, "
             f"{tally['hostile']} hostile, {tally['walked_away']} abandoned; versions answered "
             f"{sorted(v for v in tally['versions_seen'] if v)}" + ("; corrupt v2 reported failed"
-                                                                  if "2" in health["states"]["lstm"]["failed"] else ""))
+                                                                  if "2" in state["failed"] else ""))
     return [row(f"{label}: wrong answers", float(tally["wrong"]), "requests", target=0.0,
                 lower_is_better=True, note=note),
             row(f"{label}: 5xx answers", float(tally["5xx"]), "requests", target=0.0,
@@ -195,8 +196,8 @@ def soak_rows(models_dir, next_export, seconds, row):
                 note=f"{baseline / 1024:.0f} MB after warm-up; a corrupt version appeared meanwhile"),
             row(f"{label}: peak server RSS growth, whole run", 100 * (peaks[1] - baseline) / baseline, "%",
                 target=10.0, lower_is_better=True,
-                note="a swap without downtime holds the old and the new version at once; "
-                     + (f"v3 served {swapped_after:.0f} s after the load ended" if health["states"]["lstm"]["version"] == 3
-                        else "v3 NOT served within 120 s of the load's end")),
+                note=(f"v3 served {swapped_after:.0f} s after the load ended" if state["version"] == 3
+                      else "v3 NOT served within 120 s of the load's end")
+                + ("; its weights run in v1's graph" if state.get("graph_of") == 1 else "; loaded as a graph of its own")),
             row(f"{label}: p99 latency of valid requests", percentile(0.99), "ms", "p50",
                 percentile(0.5))]

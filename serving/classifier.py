@@ -6,7 +6,7 @@ its `classify` signature maps characters to ids itself; the model card lists the
 
 import tensorflow as tf
 
-from serving.model import read_export, version_of
+from serving.export_dir import read_export, version_of
 from serving.settings import SettingError
 
 MAX_TEXTS = 256  # strings per request

@@ -5,32 +5,21 @@ model card (`assets/model.json`) gives the alphabet and whether the graph
 normalises primes itself, the signatures do the rest.
 """
 
+import copy
 import json
-import logging
-import re
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
+from serving.export_dir import cannot_load, digest_or_none, find_version_dir, read_card, read_export, version_of
+from serving.graph_identity import variables_from
 from serving.settings import Limits, SettingError, Settings, check_seed, check_settings, new_seed
 from serving.stops import StopStream, cut
 
 # Characters per call of the export's `resume` signature when generating: between
 # calls a request whose client has gone, or whose deadline passed, is dropped.
 CHUNK = 256
-
-
-class WithoutGradientWarnings(logging.Filter):
-    """Drops TensorFlow's warning, one per function, that an export saved without
-    custom gradients cannot be differentiated: serving never asks for gradients."""
-
-    def filter(self, record):
-        return "with ops with unsaved custom gradients" not in record.getMessage()
-
-
-for _logger in ("absl", "tensorflow"):
-    logging.getLogger(_logger).addFilter(WithoutGradientWarnings())
 
 
 # The card's fields that say where a model came from (see `training.export`).
@@ -42,60 +31,6 @@ def bucket(rows):
     """The batch size to run `rows` rows at: the next power of two, so an XLA
     compiled export compiles for a few shapes only."""
     return 1 << max(rows - 1, 0).bit_length()
-
-
-def version_of(path):
-    """The version number a directory's name spells, or None (`²` is a digit
-    to `str.isdigit` but not a number to `int`)."""
-    return int(path.name) if re.fullmatch(r"[0-9]+", path.name) else None
-
-
-def find_version_dir(path):
-    """`path` if it is an export, else the newest `<version>/` export inside it.
-
-    Raises:
-        ValueError: neither is an export.
-    """
-    path = Path(path)
-    if (path / "saved_model.pb").is_file():
-        return path
-    versions = sorted(
-        (version_of(p), p) for p in path.glob("*")
-        if version_of(p) is not None and (p / "saved_model.pb").is_file()
-    ) if path.is_dir() else []
-    if not versions:
-        raise ValueError(f"{path} is neither an exported model nor a directory of versions")
-    return versions[-1][1]
-
-
-def check_variables(version_dir):
-    """Reads every saved tensor, so that a corrupt export (a bad copy, a checksum
-    error) fails here, before `tf.saved_model.load` builds its graphs: TensorFlow
-    never frees those, ~60 MB per failed attempt for an LSTM-512."""
-    prefix = version_dir / "variables" / "variables"
-    if not prefix.with_suffix(".index").is_file():
-        return  # a model without variables
-    reader = tf.train.load_checkpoint(str(prefix))
-    for name in reader.get_variable_to_shape_map():
-        reader.get_tensor(name)
-
-
-def read_export(path):
-    """`(version_dir, model card, loaded SavedModel)` of an export (see `find_version_dir`).
-
-    Raises:
-        ValueError: `path` holds no export, or its files cannot be read.
-    """
-    path = find_version_dir(path)
-    card_path = path / "assets" / "model.json"
-    try:
-        card = json.loads(card_path.read_text()) if card_path.is_file() else {}
-        check_variables(path)
-        saved = tf.saved_model.load(str(path))
-    except (tf.errors.OpError, OSError, ValueError) as error:  # a bad copy, a checksum error, a missing file
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"cannot load {path}: {message}") from None
-    return path, card, saved
 
 
 def load_export(path, name=None):
@@ -128,20 +63,59 @@ class ExportedModel:
         self.path, self.card, self._saved = read_export(path)
         self.name = name or self.path.parent.name
         self.version = version_of(self.path) or 0
-        self.alphabet = self.card["alphabet"]
-        self.normalize = self.card.get("normalize")
-        # Exports made before the graph normalised primes itself take only the alphabet.
-        self.takes_any_prime = bool(self.card.get("normalizes_primes"))
-        signatures = self._saved.signatures
-        self._generate = signatures["generate"]
-        self._start = signatures["start"]
-        self._resume = signatures["resume"]
-        self._score = signatures.get("score")
-        self._beam_search = signatures.get("beam_search")
+        self._adopt(self.card)
+        self._signatures = {key: function for key, function in self._saved.signatures.items()
+                            if key in ("generate", "start", "resume", "score", "beam_search")}
+        self._captures = {}  # by signature: another version's variables in place of the graph's own
+        self._variables = []  # those variables, kept alive
         # Exports older than stop strings have a `generate` without them.
-        self._takes_stops = "stop" in self._generate.structured_input_signature[1]
+        self._takes_stops = "stop" in self._signatures["generate"].structured_input_signature[1]
+        self.graph_digest = digest_or_none(self.path)
+        self.graph_of = self.version  # the version whose graph runs this one (see `reweighted`)
         self.batch_sizes = set()  # the batch sizes `generate` has run at, for the next version's warm-up
         self.warm_up()
+
+    def _adopt(self, card):
+        self.card, self.alphabet, self.normalize = card, card["alphabet"], card.get("normalize")
+        # Exports made before the graph normalised primes itself take only the alphabet.
+        self.takes_any_prime = bool(card.get("normalizes_primes"))
+
+    def reweighted(self, path):
+        """Version `path` served through this version's graph and compiled
+        executables: `path` must be the same graph with other weights (see
+        `serving.graph_identity`). Costs the new weights' memory only.
+
+        Raises:
+            ValueError: the weights of `path` cannot be read, or do not fit.
+        """
+        path = Path(path)
+        try:
+            card, replaced = read_card(path), variables_from(path, self._saved)
+        except (tf.errors.OpError, OSError, ValueError) as error:  # a bad copy, a checksum error
+            raise cannot_load(path, error) from None
+        own = {id(v.handle) for v in tf.train.TrackableView(self._saved).descendants()
+               if isinstance(v, tf.Variable)}
+        model = copy.copy(self)
+        model.path, model.version = path, version_of(path) or 0
+        model._adopt(card)
+        model._variables = list(replaced.values())
+        model._captures = {}
+        for key, function in self._signatures.items():
+            captures = list(function.captured_inputs)
+            if any(id(c) in own and id(c) not in replaced for c in captures):
+                raise ValueError(f"cannot load {path}: a variable of {key} has no new value")
+            model._captures[key] = [replaced[id(c)].handle if id(c) in own else c for c in captures]
+        model.batch_sizes = set(self.batch_sizes)
+        model.warm_up()  # one call: the executables are this version's, nothing compiles
+        return model
+
+    def _call(self, signature, **inputs):
+        """Calls a signature, with another version's variables if this is a `reweighted` version."""
+        function = self._signatures[signature]
+        if signature not in self._captures:
+            return function(**inputs)
+        flat = [inputs[key] for key in sorted(function.structured_input_signature[1])]
+        return function._call_flat(flat, captured_inputs=self._captures[signature])  # noqa: SLF001
 
     def warm_up(self, batch_sizes=(1,)):
         """Calls `generate` at each of `batch_sizes` (`bucket`s). TensorFlow prepares a
@@ -167,7 +141,7 @@ class ExportedModel:
             "state_size": card.get("state_size"),
             "created": card.get("created"),
             "metrics": {k: card.get(k) for k in ("valid_bpc", "test_bpc", "characters_seen")},
-            "can_score": self._score is not None,
+            "can_score": "score" in self._signatures,
             "lineage": {k: card[k] for k in LINEAGE if k in card},
         }
 
@@ -220,13 +194,13 @@ class ExportedModel:
                 if self._takes_stops:  # none: the server cuts at stops itself (`serving.stops`)
                     settings.update(stop=tf.fill([rows + pad, 1], ""),
                                     include_stop=tf.zeros([rows + pad], tf.bool))
-                out = self._generate(prime=primes, length=tf.constant(length), **settings)
+                out = self._call("generate", prime=primes, length=tf.constant(length), **settings)
                 yield [t.decode("utf-8") for t in out["text"].numpy()[:rows]]
             return
-        started = self._start(prime=primes)
+        started = self._call("start", prime=primes)
         state, last = started["state"], started["last_ids"]
         for offset in range(0, length, chunk):
-            out = self._resume(state=state, last_ids=last, length=tf.constant(min(chunk, length - offset)),
+            out = self._call("resume", state=state, last_ids=last, length=tf.constant(min(chunk, length - offset)),
                                offset=tf.constant(offset), **settings)
             state, last = out["state"], out["last_ids"]
             yield [t.decode("utf-8") for t in out["text"].numpy()[:rows]]
@@ -239,7 +213,7 @@ class ExportedModel:
         """
         check_seed(seed)
         check_settings(settings, len(self.alphabet), limits)
-        if settings.beam_width > 1 and self._beam_search is None:
+        if settings.beam_width > 1 and "beam_search" not in self._signatures:
             raise SettingError("beam_width", "needs an export with beam search; re-export the model")
         return self.prepare(prime, limits.max_prime)
 
@@ -247,8 +221,8 @@ class ExportedModel:
         """The `settings.num_samples` most likely continuations of a checked prime by
         beam search of `settings.beam_width` (each cut at its first stop string), and
         the surprisal in bits of each whole continuation found."""
-        out = self._beam_search(prime=tf.constant([prime]), length=tf.constant(settings.length),
-                                beam_width=tf.constant(settings.beam_width))
+        out = self._call("beam_search", prime=tf.constant([prime]), length=tf.constant(settings.length),
+                         beam_width=tf.constant(settings.beam_width))
         texts = [cut(t.decode("utf-8"), settings.stop, settings.include_stop)[0]
                  for t in out["text"].numpy()[0, : settings.num_samples]]
         return texts, [float(b) for b in out["bits"].numpy()[0, : settings.num_samples]]
@@ -264,12 +238,12 @@ class ExportedModel:
             SettingError: the export cannot score, or the text is empty, too long
                 or has characters outside the alphabet.
         """
-        if self._score is None:
+        if "score" not in self._signatures:
             raise SettingError("text", "cannot be scored: this export has no `score` signature; "
                                        "re-export the model")
         if limits.max_text is not None and len(text) > limits.max_text:
             raise SettingError("text", f"must be at most {limits.max_text} characters, got {len(text)}")
-        out = self._score(text=tf.constant([self.prepare(text, None, "text")]))
+        out = self._call("score", text=tf.constant([self.prepare(text, None, "text")]))
         length = int(out["length"][0])
         if length == 0:
             raise SettingError("text", "has no characters the model reads (after normalisation)")

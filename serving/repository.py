@@ -24,7 +24,9 @@ import threading
 from pathlib import Path
 
 from serving.batching import Closed, MicroBatcher
-from serving.model import load_export, version_of
+from serving.graph_identity import graph_digest
+from serving.export_dir import version_of
+from serving.model import load_export
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,28 @@ def fingerprint(version_dir):
         entries.append((str(path.relative_to(version_dir)), stat.st_size, stat.st_mtime_ns, stat.st_ino))
     stat = version_dir.stat()
     return (stat.st_ino, stat.st_mtime_ns, tuple(entries))
+
+
+def load_version(path, name, served=None):
+    """The export at `path`, to replace the `served` model (or None).
+
+    The same graph with new weights (see `serving.graph_identity`) is served
+    through the served version's graph and executables: nothing to compile,
+    and nothing that TensorFlow would keep after the swap. Any other export is
+    loaded, and runs the batch sizes the served version met before it takes
+    requests (no compiling under a deadline, no more compiled than the traffic needs).
+    """
+    digest = getattr(served, "graph_digest", None)
+    if digest is not None and graph_digest(path) == digest:
+        try:
+            return served.reweighted(path)
+        except ValueError:
+            raise  # its files cannot be read
+        except Exception as error:  # noqa: BLE001  (e.g. a TensorFlow whose calls differ: load it whole)
+            log.warning("cannot run %s in the graph already loaded (%s); loading it", path, error)
+    model = load_export(path, name=name)
+    model.warm_up(frozenset(served.batch_sizes) if served else (1,))
+    return model
 
 
 @dataclasses.dataclass
@@ -169,10 +193,7 @@ class ModelRepository:
             if failure and failure.fingerprint == files:
                 continue  # failed with these very files; wait until they change
             try:
-                model = load_export(path, name=name)
-                # The batch sizes the served version met, before the new one takes requests:
-                # no compiling under a deadline, and no more compiled than the traffic needs.
-                model.warm_up(frozenset(served.model.batch_sizes) if served else (1,))
+                model = load_version(path, name, served.model if served else None)
             except Exception as error:  # noqa: BLE001  (one broken export must not stop the others)
                 message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
                 message = message.removeprefix(f"cannot load {path}: ")
@@ -198,7 +219,9 @@ class ModelRepository:
         with self._lock:
             old = self._served.get(name)
             self._served[name] = served
-        log.info("serving %s version %s", name, served.model.version)
+        graph_of = getattr(served.model, "graph_of", served.model.version)
+        log.info("serving %s version %s%s", name, served.model.version,
+                 f" (new weights in the graph of version {graph_of})" if graph_of != served.model.version else "")
         if old:
             old.close()
             release_memory()
@@ -223,9 +246,12 @@ class ModelRepository:
         return served.model if served else None
 
     def health(self):
-        """Every model directory's state: the version served and the versions that failed."""
+        """Every model directory's state: the version served, the version whose graph
+        runs it (itself, unless it is new weights for the same graph) and the versions
+        that failed."""
         with self._lock:
-            report = {name: {"state": "serving", "version": s.model.version, "failed": {}}
+            report = {name: {"state": "serving", "version": s.model.version,
+                             "graph_of": getattr(s.model, "graph_of", s.model.version), "failed": {}}
                       for name, s in self._served.items()}
             for path, failure in self._failed.items():
                 entry = report.setdefault(path.parent.name, {"state": "failed", "version": None,

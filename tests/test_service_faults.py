@@ -17,10 +17,12 @@ import time
 
 import httpx
 import pytest
+import tensorflow as tf
 
 import zoo
 from live_server import live_server
 from serving.app import create_app
+from serving.graph_identity import graph_digest
 from serving.batching import MicroBatcher, Request
 from serving.metrics import Metrics
 from serving.repository import ModelRepository
@@ -38,12 +40,13 @@ MAX_BODY, REQUEST_TIMEOUT, BODY_TIMEOUT = 4096, 1.5, 2.0
 
 @pytest.fixture(scope="module")
 def library(tmp_path_factory):
-    """Two exports to copy from: `good` (test_bpc 4.5) and `other` (test_bpc 1.0)."""
+    """Exports to copy from: `good` (test_bpc 4.5), `other` (the same graph with other
+    weights, test_bpc 1.0) and `wider` (another graph: 24 units instead of 16)."""
     root = tmp_path_factory.mktemp("library")
-    for name, bpc in (("good", 4.5), ("other", 1.0)):
-        model = zoo.presets.build("lstm", vocabulary_size=27, units=16)
+    for name, bpc, units in (("good", 4.5, 16), ("other", 1.0, 16), ("wider", 2.0, 24)):
+        model = zoo.presets.build("lstm", vocabulary_size=27, units=units)
         export_model(model, ALPHABET, {"normalize": "text8", "test_bpc": bpc}, root, name, xla=False)
-    return {"good": root / "good" / "1", "other": root / "other" / "1"}
+    return {name: root / name / "1" for name in ("good", "other", "wider")}
 
 
 def place(source, models_dir, name, version):
@@ -452,7 +455,7 @@ def test_a_new_xla_version_is_warmed_at_the_batch_sizes_the_old_one_met(library,
             list(served.chunks(["a"] * rows, 1, [0.0] * rows, [0] * rows, [1.0] * rows, [0] * rows, [0] * rows))
         assert served.batch_sizes == {1, 4, 16}
         calls.clear()
-        put(library["other"], 2)
+        put(library["wider"], 2)  # another graph: loaded and warmed, not reweighted
         repository.rescan()
         assert repository.get("tiny").version == 2
         assert calls == [1, 1, 4, 16]  # its own first call, then the sizes version 1 met
@@ -461,3 +464,62 @@ def test_a_new_xla_version_is_warmed_at_the_batch_sizes_the_old_one_met(library,
     calls.clear()
     ExportedModel(library["good"]).warm_up({1, 4, 16})
     assert calls == [1, 1]  # without XLA, the first call is the one to wait for
+
+
+# The soak's memory: a retrained version of the same graph runs in the served graph.
+def test_graph_digest_names_the_graph_not_its_weights_names_or_card(library, tmp_path):
+    digest = graph_digest(library["good"])
+    assert graph_digest(library["other"]) == digest  # other weights, other Keras names
+    assert graph_digest(library["wider"]) != digest
+    recarded = place(library["good"], tmp_path, "tiny", 1)
+    (recarded / "assets" / "model.json").write_text(json.dumps({"alphabet": ALPHABET, "test_bpc": 0.5}))
+    assert graph_digest(recarded) == digest
+    model = zoo.presets.build("lstm", vocabulary_size=27, units=16)
+    compiled = export_model(model, ALPHABET, {"normalize": "text8"}, tmp_path, "xla", xla=True)
+    assert graph_digest(compiled) != digest  # the same model compiled by XLA is another graph
+
+
+def test_a_retrained_version_runs_in_the_served_graph_with_its_own_weights(library, tmp_path, monkeypatch):
+    place(library["good"], tmp_path, "tiny", 1)
+    repository = ModelRepository(tmp_path, rescan_interval=3600)  # rescans by hand
+    try:
+        first = repository.get("tiny")
+        before = first.score("the cat")["surprisal"]  # an untrained model's samples hardly tell weights apart
+        place(library["other"], tmp_path, "tiny", 2)
+
+        def no_load(*args, **kwargs):
+            raise AssertionError("the same graph was loaded again")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(tf.saved_model, "load", no_load)
+            repository.rescan()
+        second = repository.get("tiny")
+        assert (second.version, second.graph_of, second.card["test_bpc"]) == (2, 1, 1.0)
+        assert second._signatures["generate"] is first._signatures["generate"]  # its executables too
+        alone = ExportedModel(library["other"])
+        for settings in ({"temperature": 1.0, "seed": 5, "num_samples": 2},
+                         {"length": 300, "temperature": 0.8, "seed": 7},  # start + resume
+                         {"beam_width": 3, "num_samples": 2}):
+            assert second.sample("the ", **{"length": 30, **settings}) == alone.sample("the ", **{"length": 30, **settings})
+        assert second.score("the cat")["surprisal"] == alone.score("the cat")["surprisal"]
+        assert second.score("the cat")["surprisal"] != before
+        # A request still running on version 1 goes on with version 1's weights.
+        assert first.score("the cat")["surprisal"] == before
+    finally:
+        repository.close()
+
+
+def test_a_version_that_cannot_run_in_the_served_graph_is_loaded_whole(library, tmp_path, monkeypatch, caplog):
+    place(library["good"], tmp_path, "tiny", 1)
+    repository = ModelRepository(tmp_path, rescan_interval=3600)  # rescans by hand
+    try:
+        def fails(self, path):
+            raise RuntimeError("no such call in this TensorFlow")
+
+        monkeypatch.setattr(ExportedModel, "reweighted", fails)
+        place(library["other"], tmp_path, "tiny", 2)
+        repository.rescan()
+        assert (repository.get("tiny").version, repository.get("tiny").graph_of) == (2, 2)
+        assert "in the graph already loaded" in caplog.text
+    finally:
+        repository.close()

@@ -53,8 +53,8 @@ def post(client, name="tiny", **body):
 def test_health_and_listing(client):
     health = client.get("/healthz").json()
     assert health["status"] == "ok" and health["models"] == 2
-    assert health["states"] == {"strict": {"state": "serving", "version": 1, "failed": {}},
-                                "tiny": {"state": "serving", "version": 1, "failed": {}}}
+    assert health["states"] == {"strict": {"state": "serving", "version": 1, "graph_of": 1, "failed": {}},
+                                "tiny": {"state": "serving", "version": 1, "graph_of": 1, "failed": {}}}
     models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
     assert set(models) == {"tiny", "strict"}
     assert models["tiny"]["family"] == "lstm" and models["tiny"]["alphabet"] == ALPHABET
