@@ -5,7 +5,7 @@ the version it replaces with new values in its variables. Loading it as a
 SavedModel costs ~70 MB for an LSTM-512 and one XLA compilation per batch
 size, and TensorFlow never frees the compiled executables of the version it
 replaces (its compilation cache has no eviction, tensorflow/tensorflow#64170):
-~50-70 MB for good at every swap. Serving the new weights through the served
+~50-100 MB for good at every swap of an LSTM-512. Serving the new weights through the served
 version's functions costs their size only, and no compilation.
 
 Two exports are the same graph when their functions, signatures, assets and

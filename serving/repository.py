@@ -5,7 +5,8 @@ newest version that loads is served; the name is the directory's. A rescan
 in the background follows what people do to the directory by hand:
 
 - a new version is loaded and swapped in without a restart (exports are
-  renamed into place, so a version with `saved_model.pb` is complete);
+  renamed into place, so a version with `saved_model.pb` is complete); the
+  same graph with new weights runs in the graph already loaded (`load_version`);
 - a version that fails to load is recorded with its error, the next older
   one is served instead, and the broken one is not tried again until its
   files change (retrying a corrupt export every few seconds cost ~1 GB of
@@ -56,8 +57,8 @@ def fingerprint(version_dir):
     return (stat.st_ino, stat.st_mtime_ns, tuple(entries))
 
 
-def load_version(path, name, served=None):
-    """The export at `path`, to replace the `served` model (or None).
+def load_version(path, name, current=None):
+    """The export at `path`, to replace the `current` model (or None).
 
     The same graph with new weights (see `serving.graph_identity`) is served
     through the served version's graph and executables: nothing to compile,
@@ -65,16 +66,16 @@ def load_version(path, name, served=None):
     loaded, and runs the batch sizes the served version met before it takes
     requests (no compiling under a deadline, no more compiled than the traffic needs).
     """
-    digest = getattr(served, "graph_digest", None)
+    digest = getattr(current, "graph_digest", None)
     if digest is not None and graph_digest(path) == digest:
         try:
-            return served.reweighted(path)
+            return current.reweighted(path)
         except ValueError:
             raise  # its files cannot be read
         except Exception as error:  # noqa: BLE001  (e.g. a TensorFlow whose calls differ: load it whole)
             log.warning("cannot run %s in the graph already loaded (%s); loading it", path, error)
     model = load_export(path, name=name)
-    model.warm_up(frozenset(served.batch_sizes) if served else (1,))
+    model.warm_up(frozenset(current.batch_sizes) if current else (1,))
     return model
 
 
