@@ -6,7 +6,6 @@ normalises primes itself, the signatures do the rest.
 """
 
 import copy
-import json
 from pathlib import Path
 
 import numpy as np
@@ -37,9 +36,8 @@ def load_export(path, name=None):
     """An `ExportedModel`, or an `ExportedClassifier` if the model card says it classifies."""
     from serving.classifier import ExportedClassifier
 
-    card_path = find_version_dir(path) / "assets" / "model.json"
     try:
-        task = json.loads(card_path.read_text()).get("task") if card_path.is_file() else None
+        task = read_card(find_version_dir(path)).get("task")
     except (OSError, ValueError):
         task = None  # read_export says what is wrong
     return (ExportedClassifier if task == "classify" else ExportedModel)(path, name)
