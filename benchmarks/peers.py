@@ -4,11 +4,12 @@ Every factory returns a zero-argument callable that does one complete unit of
 work (a train step with its data, or one sampled character) and blocks until
 it is done, so the benchmark can time it like charzoo's own steps:
 
-- Keras' built-in layers (SimpleRNN / LSTM / GRU fed one-hot ids) in a plain
-  `tf.function` train step;
+- Keras' built-in layers (SimpleRNN / LSTM / GRU fed one-hot ids, or a learned
+  embedding where charzoo's model has one) in a plain `tf.function` train step;
 - the reference design's style for Arch 1 / Arch 2: a TF1 graph with one
   placeholder per unrolling, fed per step from Python-built one-hot batches;
-- PyTorch's fused `nn.RNN` / `nn.LSTM` / `nn.GRU` on the CPU, if importable.
+- PyTorch's fused `nn.RNN` / `nn.LSTM` / `nn.GRU` on the CPU, if importable,
+  with the same inputs as the Keras peer.
 """
 
 import json
@@ -54,23 +55,26 @@ def torch_version():
     return torch.__version__
 
 
-def keras_language_model(kind, units, vocabulary, activation="tanh"):
+def keras_language_model(kind, units, vocabulary, activation="tanh", embedding=None):
     """`[ids, *states] -> [logits, *states]` with a Keras built-in recurrent layer
-    on one-hot ids and a Dense head; returns the model and its number of states."""
+    on one-hot ids (or an `embedding`-wide learned embedding) and a Dense head;
+    returns the model and its number of states."""
     layer_class = {"simple": keras.layers.SimpleRNN, "lstm": keras.layers.LSTM,
                    "gru": keras.layers.GRU}[kind]
     extra = {"activation": activation} if kind == "simple" else {}
     count = 2 if kind == "lstm" else 1
     ids = keras.Input((None,), dtype="int32")
     states = [keras.Input((units,)) for _ in range(count)]
+    inputs = keras.layers.Embedding(vocabulary, embedding)(ids) if embedding else ops.one_hot(
+        ids, vocabulary)
     outputs = layer_class(units, return_sequences=True, return_state=True, **extra)(
-        ops.one_hot(ids, vocabulary), initial_state=states)
+        inputs, initial_state=states)
     logits = keras.layers.Dense(vocabulary)(outputs[0])
     return keras.Model([ids, *states], [logits, *outputs[1:]]), count
 
 
 def keras_train_step(kind, batch, unrollings, units, vocabulary, optimizer, clip_norm,
-                     activation="tanh"):
+                     activation="tanh", embedding=None):
     """A Keras built-in recurrent layer trained by a plain `tf.function` step.
 
     Args:
@@ -81,8 +85,9 @@ def keras_train_step(kind, batch, unrollings, units, vocabulary, optimizer, clip
         optimizer: a fresh Keras optimizer.
         clip_norm: global-norm clip.
         activation: SimpleRNN's activation.
+        embedding: the width of a learned input embedding; None reads one-hot ids.
     """
-    model, count = keras_language_model(kind, units, vocabulary, activation)
+    model, count = keras_language_model(kind, units, vocabulary, activation, embedding)
     optimizer.build(model.trainable_variables)
 
     @tf.function
@@ -227,29 +232,33 @@ def tutorial_sampler(units, alphabet, temperature=1.0):
 
 
 def torch_train_step(kind, batch, unrollings, units, vocabulary, optimizer, learning_rate,
-                     clip_norm, activation="tanh"):
-    """PyTorch's fused `nn.RNN` / `nn.LSTM` / `nn.GRU` on one-hot inputs, with clip and update."""
+                     clip_norm, activation="tanh", embedding=None):
+    """PyTorch's fused `nn.RNN` / `nn.LSTM` / `nn.GRU` on one-hot inputs (or a learned
+    `embedding`, as `keras_train_step`), with clip and update."""
     import torch
     from torch import nn
 
     torch.manual_seed(0)
+    width = embedding or vocabulary
     if kind == "simple":
-        rnn = nn.RNN(vocabulary, units, nonlinearity=activation, batch_first=True)
+        rnn = nn.RNN(width, units, nonlinearity=activation, batch_first=True)
     else:
-        rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[kind](vocabulary, units, batch_first=True)
+        rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[kind](width, units, batch_first=True)
     head = nn.Linear(units, vocabulary)
-    parameters = list(rnn.parameters()) + list(head.parameters())
+    embed = nn.Embedding(vocabulary, embedding) if embedding else None
+    parameters = [p for part in (rnn, head, embed) if part for p in part.parameters()]
     optimizer = {"adadelta": torch.optim.Adadelta, "sgd": torch.optim.SGD,
                  "adam": torch.optim.Adam}[optimizer](parameters, lr=learning_rate)
     inputs, targets = random_window(batch, unrollings, vocabulary)
-    x = nn.functional.one_hot(torch.from_numpy(inputs).long(), vocabulary).float()
+    ids = torch.from_numpy(inputs).long()
+    one_hot = None if embed else nn.functional.one_hot(ids, vocabulary).float()
     y = torch.from_numpy(targets).long().reshape(-1)
     zeros = torch.zeros(1, batch, units)
     carry = [(zeros, zeros.clone()) if kind == "lstm" else zeros]
 
     def run():
         optimizer.zero_grad()
-        outputs, state = rnn(x, carry[0])
+        outputs, state = rnn(embed(ids) if embed else one_hot, carry[0])
         loss = nn.functional.cross_entropy(head(outputs).reshape(-1, vocabulary), y)
         loss.backward()
         nn.utils.clip_grad_norm_(parameters, clip_norm)
@@ -291,7 +300,7 @@ def torch_rates(specs, repeats, seconds):
 
     Args:
         specs: dict name -> `["train", kind, batch, unrollings, units, vocabulary,
-            optimizer, learning_rate, clip_norm, activation]` or
+            optimizer, learning_rate, clip_norm, activation, embedding]` or
             `["sample", streams, units, vocabulary]`.
 
     Returns:

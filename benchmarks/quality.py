@@ -3,8 +3,10 @@
 charzoo (`charzoo train PRESET --max-time S`, in a fresh process, as a user runs
 it) and the PyTorch reference (`benchmarks.torch_lm`, also a fresh process)
 train one after the other on the same corpus and split for the same budget,
-validations included on both sides. A row compares their test BPC; others
-their characters trained, chars/s over the whole budget, and start-up.
+validations included on both sides. Two rows compare their test BPC: of the last
+weights, and of the weights early stopping keeps (the best validation's, which
+`charzoo train` exports); others their characters trained, chars/s over the whole
+budget, and start-up.
 `plot` draws both sides' validation curves against wall-clock time.
 """
 
@@ -31,6 +33,7 @@ ROWS = {
     "arch1": ("arch1", {}, "rnn", 200),
     "arch1-mul": ("arch1-mul", {}, "rnn", 200),
     "arch1-tuned": ("arch1-tuned", {}, "rnn", 200),
+    "arch1-tuned-dropout": ("arch1-tuned-dropout", {}, "rnn", 200),
     "arch2": ("arch2", {}, "rnn", 100),
 }
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +54,7 @@ def run_charzoo(name, preset, overrides, corpus_spec, normalize, seconds, direct
         raise RuntimeError(f"charzoo train {preset} failed:\n{done.stderr[-2000:]}")
     metrics = json.loads((run / "metrics.json").read_text())
     return {"test_bpc": metrics["test_bpc"], "valid_bpc": metrics["valid_bpc"],
+            "best": {key: metrics["best"][key] for key in ("valid_bpc", "test_bpc")},
             "characters": metrics["characters_seen"], "seconds": metrics["seconds"],
             "chars_per_second": metrics["chars_per_second_overall"],
             "start_up_seconds": metrics["timing"]["start_up"],
@@ -106,11 +110,14 @@ def quality_rows(row, names, corpus_spec="tinyshakespeare", normalize="text8", s
 
 def pair_rows(row, name, seconds, ours, peer, peer_name):
     get = (lambda key: peer[key]) if peer else (lambda key: None)
+    best = peer["best"]["test_bpc"] if peer else None
     note = None if peer else "torch not importable: skipped"
     label = f"quality {name}, {seconds:g} s"
     return [
         row(f"{label}: test BPC", ours["test_bpc"], "bpc", peer_name, get("test_bpc"),
             target=get("test_bpc"), lower_is_better=True, note=note),
+        row(f"{label}: test BPC, best validation's weights", ours["best"]["test_bpc"], "bpc",
+            peer_name, best, target=best, lower_is_better=True, note=note),
         row(f"{label}: characters trained", float(ours["characters"]), "chars", peer_name,
             get("characters")),
         row(f"{label}: chars/s over the budget", ours["chars_per_second"], "chars/s", peer_name,

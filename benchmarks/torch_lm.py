@@ -7,11 +7,15 @@ The maths of the reference script the issue names (`torch_charlm.py`):
 figures compare with charzoo's: it reads the same split (`.npy` files the
 benchmark writes from `training.data`), and it validates the way charzoo
 does (parallel streams, the state carried), every `eval_every_seconds`
-inside its budget, so that both curves pay for their validations.
+inside its budget, so that both curves pay for their validations. Like
+`charzoo train`, it also keeps the weights of its best periodic validation
+and scores them at the end, so the two sides compare as early stopping
+would leave them as well as by their last weights.
 
 Run as `python -m benchmarks.torch_lm SPEC.json`; prints one JSON line.
 """
 
+import copy
 import json
 import math
 import sys
@@ -78,12 +82,15 @@ def train(spec):
     def validate():
         return evaluate(torch, parts, splits["valid"], vocabulary, spec["eval_characters"])
 
-    curve, position, state, characters = [], 0, None, 0
+    curve, position, state, characters, best = [], 0, None, 0, None
     clock = time.monotonic()  # the budget starts here, as charzoo's --max-time does
     next_validation = spec["eval_every_seconds"]
     while (elapsed := time.monotonic() - clock) < spec["seconds"]:
         if elapsed >= next_validation:
             curve.append({"seconds": elapsed, "characters": characters, "bpc": validate()})
+            if best is None or curve[-1]["bpc"] < best["bpc"]:
+                best = {"bpc": curve[-1]["bpc"], "weights": copy.deepcopy(
+                    [part.state_dict() for part in parts])}
             next_validation += spec["eval_every_seconds"]
         if position + unrollings + 1 > stream:
             position, state = 0, None
@@ -100,11 +107,25 @@ def train(spec):
         characters += x.numel()
     seconds = time.monotonic() - clock
     valid = evaluate(torch, parts, splits["valid"], vocabulary)
+    test = evaluate(torch, parts, splits["test"], vocabulary)
     curve.append({"seconds": seconds, "characters": characters, "bpc": valid})
     return {"seconds": seconds, "start_up_seconds": clock - started, "characters": characters,
-            "chars_per_second": characters / seconds, "valid_bpc": valid,
-            "test_bpc": evaluate(torch, parts, splits["test"], vocabulary), "curve": curve,
-            "torch": torch.__version__}
+            "chars_per_second": characters / seconds, "valid_bpc": valid, "test_bpc": test,
+            "best": best_weights(torch, parts, splits, vocabulary, best, valid, test),
+            "curve": curve, "torch": torch.__version__}
+
+
+def best_weights(torch, parts, splits, vocabulary, best, last_valid, last_test):
+    """`{"valid_bpc", "test_bpc"}` of the weights early stopping keeps, as `charzoo train`
+    chooses them: the best periodic validation's, if they also beat the last weights over
+    the whole validation split, else the last."""
+    if best is not None:
+        for part, weights in zip(parts, best["weights"]):
+            part.load_state_dict(weights)
+        valid = evaluate(torch, parts, splits["valid"], vocabulary)
+        if valid < last_valid:
+            return {"valid_bpc": valid, "test_bpc": evaluate(torch, parts, splits["test"], vocabulary)}
+    return {"valid_bpc": last_valid, "test_bpc": last_test}
 
 
 if __name__ == "__main__":

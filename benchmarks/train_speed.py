@@ -65,6 +65,12 @@ def our_train_step(recipe, steps_per_execution):
     return run, model
 
 
+def peer_embedding(recipe):
+    """The width of the learned embedding the peers read where charzoo's model reads one
+    (the gated presets, as the PyTorch reference script); None (one-hot ids) otherwise."""
+    return recipe.model.get("embedding_size")
+
+
 def peer_setup(family, tiny):
     """(label, recipe, peer kind, width, activation) of one family's training rows."""
     shapes = recipe(family, tiny)
@@ -81,7 +87,7 @@ def torch_train_specs(tiny):
         _, shapes, kind, width, activation = peer_setup(family, tiny)
         specs[family] = ["train", kind, shapes.batch_size, shapes.unrollings, width,
                          len(ALPHABET), shapes.optimizer, shapes.learning_rate,
-                         shapes.clip_norm, activation]
+                         shapes.clip_norm, activation, peer_embedding(shapes)]
     return specs
 
 
@@ -111,7 +117,7 @@ def train_rows(tiny, effort):
         name = "SimpleRNN" if kind == "simple" else kind.upper()
         keras_speed = rate(peers.keras_train_step(
             kind, batch, unrollings, width, vocabulary, make_optimizer(shapes), clip,
-            activation), chars, repeats, seconds)
+            activation, peer_embedding(shapes)), chars, repeats, seconds)
         rows.append(row(label, ours, "chars/s", f"Keras {name}({width})", keras_speed, target=1.0))
         torch_name = f"torch nn.{'RNN' if kind == 'simple' else name}({width})"
         rows.append(row(label, ours, "chars/s", torch_name, torch_speeds.get(family),
@@ -153,7 +159,7 @@ def width_rows(tiny, effort):
             s = shapes[family, units]
             specs[f"{family}-{units}"] = ["train", family, s.batch_size, s.unrollings, units,
                                           len(ALPHABET), s.optimizer, s.learning_rate,
-                                          s.clip_norm, "tanh"]
+                                          s.clip_norm, "tanh", peer_embedding(s)]
     has_torch = peers.torch_version() is not None
     torch_speeds = peers.torch_rates(specs, repeats, seconds) if has_torch else {}
     rows = []
@@ -163,7 +169,7 @@ def width_rows(tiny, effort):
         label = f"train {family} width {units} (b{s.batch_size} u{s.unrollings})"
         keras_speed = rate(peers.keras_train_step(
             family, s.batch_size, s.unrollings, units, len(ALPHABET), make_optimizer(s),
-            s.clip_norm), chars, repeats, seconds)
+            s.clip_norm, embedding=peer_embedding(s)), chars, repeats, seconds)
         rows.append(row(label, ours, "chars/s", f"Keras {family.upper()}({units})", keras_speed,
                         target=1.0))
         rows.append(row(label, ours, "chars/s", f"torch nn.{family.upper()}({units})",
@@ -183,11 +189,11 @@ def variant_rows(tiny, effort):
         units, chars, per_call = s.model["units"], s.batch_size * s.unrollings, s.steps_per_execution
         kind = "lstm" if family.startswith("lstm") else "simple"
         activation = s.model.get("activation", "tanh")
-        key = (kind, s.batch_size, s.unrollings, units, activation)
+        key = (kind, s.batch_size, s.unrollings, units, activation, peer_embedding(s))
         if key not in peer_speeds:
             peer_speeds[key] = rate(peers.keras_train_step(
                 kind, s.batch_size, s.unrollings, units, len(ALPHABET), make_optimizer(s),
-                s.clip_norm, activation), chars, repeats, seconds)
+                s.clip_norm, activation, peer_embedding(s)), chars, repeats, seconds)
         ours = rate(our_train_step(s, per_call)[0], per_call * chars, repeats, seconds)
         peer = f"Keras {'LSTM' if kind == 'lstm' else 'SimpleRNN'}({units})"
         rows.append(row(f"train {family} (b{s.batch_size} u{s.unrollings} n{units})", ours,

@@ -50,11 +50,14 @@ def test_quality_rows_judge_bpc_lower_is_better_and_the_plot_draws_each_peer_onc
     from benchmarks import quality
 
     curve = [{"seconds": 10, "characters": 1000, "bpc": 3.0}, {"seconds": 20, "characters": 2000, "bpc": 2.5}]
-    ours = {"test_bpc": 2.4, "characters": 2000, "chars_per_second": 100.0, "start_up_seconds": 5.0,
-            "first_call_seconds": 3.0}
-    rows = quality.pair_rows(bench.row, "arch1", 20.0, ours, {**ours, "test_bpc": 2.5}, "torch nn.RNN(200)")
-    assert rows[0]["met"] is True and rows[0]["target"] == 2.5
-    assert quality.pair_rows(bench.row, "arch1", 20.0, ours, {**ours, "test_bpc": 2.3}, "p")[0]["met"] is False
+    ours = {"test_bpc": 2.4, "best": {"test_bpc": 2.2}, "characters": 2000, "chars_per_second": 100.0,
+            "start_up_seconds": 5.0, "first_call_seconds": 3.0}
+    peer = {**ours, "test_bpc": 2.5, "best": {"test_bpc": 2.1}}
+    last, best = quality.pair_rows(bench.row, "arch1", 20.0, ours, peer, "torch nn.RNN(200)")[:2]
+    assert last["met"] is True and last["target"] == 2.5
+    assert best["name"].endswith("best validation's weights") and best["value"] == 2.2
+    assert best["met"] is False and best["target"] == 2.1
+    assert quality.pair_rows(bench.row, "arch1", 20.0, ours, {**peer, "test_bpc": 2.3}, "p")[0]["met"] is False
     curves = {name: {"charzoo": curve, "torch": curve, "peer": peer} for name, peer in
               (("lstm-256", "torch nn.LSTM(256)"), ("arch1", "torch nn.RNN(200)"),
                ("arch1-mul", "torch nn.RNN(200)"))}
@@ -72,7 +75,8 @@ def test_a_quality_row_trains_as_a_user_does_and_reads_its_curve(tmp_path):
     test_bpc = rows[0]
     assert test_bpc["name"] == "quality arch1, 6 s: test BPC" and 2.0 < test_bpc["value"] < 4.76
     assert test_bpc["peer_value"] is None and test_bpc["met"] is None  # no torch: no verdict
-    characters, speed, start_up = (r["value"] for r in rows[1:])
+    assert rows[1]["name"].endswith("best validation's weights") and 2.0 < rows[1]["value"] < 4.76
+    characters, speed, start_up = (r["value"] for r in rows[2:])
     assert characters > 0 and speed > 0 and start_up > 0
     curve = curves["arch1"]["charzoo"]  # the final validation at least: compilation may take 6 s
     assert curve and curves["arch1"]["torch"] is None
@@ -98,6 +102,8 @@ def test_the_torch_reference_trains_for_its_budget_and_scores_like_charzoo(tmp_p
     assert 3.0 <= result["seconds"] < 6.0 and result["characters"] > 0
     assert result["test_bpc"] < np.log2(5) and len(result["curve"]) >= 3
     assert result["curve"][-1]["bpc"] == result["valid_bpc"]
+    # Early stopping's weights: the last ones, or a periodic validation's that beat them.
+    assert result["best"]["valid_bpc"] <= result["valid_bpc"] and result["best"]["test_bpc"] < np.log2(5)
 
 
 def test_tiny_variant_rows_compare_each_variant_with_the_closest_keras_layer():

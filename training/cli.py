@@ -364,8 +364,8 @@ def build_parser():
         "quality: charzoo and the PyTorch reference trained for the same time, one after the other")
     quality.add_argument("--quality", action="store_true", help="only the quality section")
     quality.add_argument("--rows", metavar="ROW,...",
-                         help="lstm-256, lstm-512, gru-512, arch1, arch1-mul, arch1-tuned, arch2 (default: all "
-                              "in a full run, lstm-256 and arch1 with --quick)")
+                         help="lstm-256, lstm-512, gru-512, arch1-tuned, ... (an unknown row lists them all; "
+                              "default: all in a full run, lstm-256 and arch1 with --quick)")
     quality.add_argument("--data", help="corpus (default tinyshakespeare)")
     quality.add_argument("--normalize", choices=["text8", "none"],
                          help="text8 (default) or none")
