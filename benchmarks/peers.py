@@ -246,7 +246,7 @@ def torch_train_step(kind, batch, unrollings, units, vocabulary, optimizer, lear
         rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[kind](width, units, batch_first=True)
     head = nn.Linear(units, vocabulary)
     embed = nn.Embedding(vocabulary, embedding) if embedding else None
-    parameters = [p for part in (rnn, head, embed) if part for p in part.parameters()]
+    parameters = [p for part in (rnn, head, embed) if part is not None for p in part.parameters()]
     optimizer = {"adadelta": torch.optim.Adadelta, "sgd": torch.optim.SGD,
                  "adam": torch.optim.Adam}[optimizer](parameters, lr=learning_rate)
     inputs, targets = random_window(batch, unrollings, vocabulary)
