@@ -96,12 +96,15 @@ def weights(run_dir):
 
 
 # Arch 1's twin (~35 s) runs with the slow tests; the LSTM's state and Adam slots are the harder
-# case, and with dropout the masks' random state must resume too.
-@pytest.mark.parametrize("preset", [pytest.param("arch1", marks=pytest.mark.slow), "lstm", "lstm-dropout"])
-def test_resume_is_exact(tmp_path, corpus, preset):
-    train(small(preset, steps=24), tmp_path / "straight", corpus)
-    first = train(small(preset, steps=12), tmp_path / "split", corpus)
-    second = train(small(preset, steps=24), tmp_path / "split", corpus)  # resumes at 12
+# case (here trained in two blocks of streams per step), and with dropout the masks' random
+# state must resume too.
+@pytest.mark.parametrize("preset, shards", [pytest.param("arch1", None, marks=pytest.mark.slow),
+                                            ("lstm", 2), ("lstm-dropout", None)])
+def test_resume_is_exact(tmp_path, corpus, preset, shards):
+    train(small(preset, steps=24, batch_shards=shards), tmp_path / "straight", corpus)
+    first = train(small(preset, steps=12, batch_shards=shards), tmp_path / "split", corpus)
+    second = train(small(preset, steps=24, batch_shards=shards), tmp_path / "split", corpus)
+    assert second["steps"] == 24 and second["batch_shards"] == (shards or 1)  # resumed at 12
     # The clock of the curves goes on from the first part's seconds.
     assert second["training_seconds"] == pytest.approx(first["training_seconds"] + second["seconds"])
     for a, b in zip(weights(tmp_path / "straight"), weights(tmp_path / "split")):

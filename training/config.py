@@ -25,6 +25,9 @@ class Config:
     clip_norm: float  # gradients are clipped to this global norm
     loss_steps: str = "all"  # train from the loss of every unrolling, or of the "last" one only
     steps_per_execution: int = 25  # train steps per compiled call; a call costs ~a small step
+    # blocks of streams whose gradients a train step computes side by side (must divide
+    # batch_size); None: 2 for mid-sized models on 2+ cores, where it was faster, else 1
+    batch_shards: int | None = None
     data: str = "text8"  # corpus: text8, builtin, tinyshakespeare, or a path
     normalize: str | None = None  # "text8" maps a text file to text8's alphabet
     steps: int | None = None  # stop after this many steps in all (None: no step limit)
@@ -180,6 +183,10 @@ def check(config):
     for name in ("learning_rate", "clip_norm", "decay_rate"):
         if not getattr(config, name) > 0:
             raise ValueError(f"{name} must be positive, got {getattr(config, name)}")
+    if config.batch_shards is not None and not (
+            config.batch_shards > 0 and config.batch_size % config.batch_shards == 0):
+        raise ValueError(f"batch_shards must be a positive divisor of batch_size "
+                         f"({config.batch_size}), got {config.batch_shards}")
     if config.init_optimizer and not config.init_from:
         raise ValueError("init_optimizer carries the optimizer of the --init-from run; give --init-from")
     for name in ("steps", "epochs", "max_time"):

@@ -19,7 +19,7 @@ from training.export import export_run
 from training.progress import TrainingProgress
 from training.run_dir import (BestCheckpoint, CheckpointMismatch, RunDir, RunDirError, build_model,
                               dropout_seed_states)
-from training.step import Trainer, make_optimizer, sample_text, set_seed
+from training.step import Trainer, make_optimizer, sample_text, set_seed, shards_for
 from training.tensorboard import TensorBoardLogger
 
 
@@ -151,7 +151,8 @@ def train(config: Config, run_dir, corpus=None):
         optimizer = make_optimizer(config)
         trainer = (DistributedTrainer(strategy, model, optimizer, config.clip_norm, config.loss_steps)
                    if strategy else Trainer(model, optimizer, config.clip_norm,
-                                            loss_steps=config.loss_steps))
+                                            loss_steps=config.loss_steps,
+                                            shards=shards_for(config, model)))
     position = tf.Variable(0, dtype=tf.int64, name="position")  # windows consumed, skipped ones too
     state = tf.Variable(model.initial_state(config.batch_size), name="carried_state")
     characters = tf.Variable(0, dtype=tf.int64, name="characters_seen")
@@ -266,6 +267,7 @@ def train(config: Config, run_dir, corpus=None):
         "seconds": timing["loop"],
         "training_seconds": clock.run_seconds(),  # of the whole run, resumes included
         "timing": timing,
+        "batch_shards": getattr(trainer, "shards", 1),
         "valid_bpc": valid["bpc"],
         "valid_characters": valid["characters"],
         "test_bpc": test["bpc"],

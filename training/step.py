@@ -3,6 +3,7 @@ character, and the quick samples logged while training."""
 
 import functools
 import math
+import os
 import weakref
 
 import keras
@@ -36,6 +37,31 @@ def make_optimizer(config):
     return OPTIMIZER_CLASSES[config.optimizer](learning_rate=learning_rate_schedule(config))
 
 
+# Where two blocks of streams trained faster than one on a 2-core CPU (BENCHMARKS.md, "Two
+# blocks of streams per step"): from 1.5M to 40M multiply-adds per time step (parameters x
+# streams). Below, the per-call cost of the executor outweighs the second core; above, XLA
+# already spreads each product over both cores.
+SHARDED_WORK = (1_500_000, 40_000_000)
+
+
+def choose_shards(parameters, batch_size, cores, dropout=False):
+    """Blocks of streams a train step of a model with `parameters` weights should split
+    `batch_size` streams into on `cores` CPU cores: 2 where that was measured faster, else 1.
+    Not with dropout: the blocks share its random state, so they run one after the other."""
+    low, high = SHARDED_WORK
+    fits = low <= parameters * batch_size <= high and batch_size % 2 == 0
+    return 2 if fits and cores >= 2 and not dropout else 1
+
+
+def shards_for(config, model):
+    """`config.batch_shards`, or `choose_shards`' pick for `model` on this machine's CPUs."""
+    if config.batch_shards is not None:
+        return config.batch_shards
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    dropout = bool(config.model.get("dropout") or config.model.get("recurrent_dropout"))
+    return choose_shards(model.count_params(), config.batch_size, cores or 1, dropout)
+
+
 def cross_entropy(logits, targets):
     """Mean cross-entropy in nats over every unrolling and stream."""
     return tf.reduce_mean(
@@ -60,9 +86,13 @@ class Trainer:
             `"last"` from the last unrolling's only (the state still runs
             through the whole window, so the gradient reaches every step
             through time alone).
+        shards: int. With XLA, the train steps split the batch into this many
+            equal blocks of streams whose gradients are computed side by side
+            (see `choose_shards`); the update is the unsplit one's. The batch
+            must be divisible by it.
     """
 
-    def __init__(self, model, optimizer, clip_norm, jit_compile=None, loss_steps="all"):
+    def __init__(self, model, optimizer, clip_norm, jit_compile=None, loss_steps="all", shards=1):
         self.model = model
         self.optimizer = optimizer
         self.clip_norm = clip_norm
@@ -75,6 +105,11 @@ class Trainer:
             # bench); on a GPU, Keras' LSTM/GRU run cuDNN, which XLA cannot compile.
             jit_compile = not tf.config.list_logical_devices("GPU") and all(
                 getattr(layer, "xla_compiles_training", True) for layer in model.layers)
+        self.shards = shards if jit_compile else 1
+        if self.shards > 1:
+            self._shard_gradients = tf.function(self._gradients, jit_compile=True)
+            self._apply_shards = tf.function(self._mean_and_apply, jit_compile=True)
+            jit_compile = False  # the executor around the compiled blocks runs them side by side
         self.train_step = tf.function(
             self._train_step, input_signature=[windows, windows, state], jit_compile=jit_compile
         )
@@ -97,7 +132,15 @@ class Trainer:
         return loss, [tf.convert_to_tensor(g) for g in gradients], new_state
 
     def _train_step(self, inputs, targets, state):
+        if self.shards > 1:
+            return self._sharded_train_step(inputs, targets, state)
         loss, gradients, new_state = self._gradients(inputs, targets, state)
+        norm, finite = self._apply(loss, gradients)
+        return self.step_result(loss, norm, finite, new_state, state)
+
+    def _apply(self, loss, gradients):
+        """Clips the gradients to the global norm and applies them if they and the loss
+        are finite; returns that norm and whether they were."""
         norm = tf.linalg.global_norm(gradients)
         finite = tf.math.is_finite(loss) & tf.math.is_finite(norm)
         clipped, _ = tf.clip_by_global_norm(gradients, self.clip_norm, use_norm=norm)
@@ -107,7 +150,22 @@ class Trainer:
             return tf.constant(True)
 
         tf.cond(finite, apply, lambda: tf.constant(False))
-        return self.step_result(loss, norm, finite, new_state, state)
+        return norm, finite
+
+    def _sharded_train_step(self, inputs, targets, state):
+        # XLA's CPU runtime runs a small model's per-step products on one core, and one
+        # computation's independent parts one after the other; TensorFlow's executor runs
+        # independent compiled calls side by side, so each block of streams gets a core.
+        blocks = zip(*(tf.split(tensor, self.shards) for tensor in (inputs, targets, state)))
+        losses, gradients, new_states = zip(*(self._shard_gradients(*block) for block in blocks))
+        loss, norm, finite = self._apply_shards(list(losses), list(gradients))
+        return self.step_result(loss, norm, finite, tf.concat(new_states, 0), state)
+
+    def _mean_and_apply(self, losses, gradients):
+        # Equal blocks: the mean of their mean losses is the batch's, and so for gradients.
+        loss = tf.add_n(losses) / len(losses)
+        mean = [tf.add_n(list(block)) / len(losses) for block in zip(*gradients)]
+        return (loss, *self._apply(loss, mean))
 
     def _train_steps(self, inputs, targets, state):
         # At the reference shapes a call costs about as much as a step (~0.5 ms of
