@@ -267,7 +267,7 @@ def train(config: Config, run_dir, corpus=None):
         "seconds": timing["loop"],
         "training_seconds": clock.run_seconds(),  # of the whole run, resumes included
         "timing": timing,
-        "batch_shards": getattr(trainer, "shards", 1),
+        "batch_shards": trainer.shards,  # blocks of streams per train step (1: not split)
         "valid_bpc": valid["bpc"],
         "valid_characters": valid["characters"],
         "test_bpc": test["bpc"],
