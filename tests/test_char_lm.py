@@ -77,6 +77,21 @@ def test_an_embedding_replaces_the_one_hot_input_and_round_trips(tmp_path):
     check_keras_file_round_trip(model, [ids(2, 6, 11), model.initial_state(2)], tmp_path)
 
 
+def test_the_embedding_initializer_draws_the_table_and_round_trips(tmp_path):
+    normal = {"class_name": "RandomNormal", "config": {"stddev": 1.0, "seed": 3}}
+    table = CharLM("gru", 11, 6, embedding_size=64, embedding_initializer=normal
+                   ).get_layer("embedding").embeddings.numpy()
+    assert 0.9 < table.std() < 1.1  # N(0, 1), PyTorch's nn.Embedding
+    default = CharLM("gru", 11, 6, embedding_size=64).get_layer("embedding").embeddings.numpy()
+    assert np.abs(default).max() <= 0.05  # Keras' uniform in ±0.05
+    model = CharLM("gru", 11, 6, embedding_size=5, embedding_initializer="ones")
+    np.testing.assert_array_equal(model.get_layer("embedding").embeddings, np.ones((11, 5)))
+    assert check_config_round_trip(model).embedding_initializer == "ones"
+    one_hot = presets.build("gru", units=6, embedding_size=None)  # the preset's draw, no table
+    assert one_hot.get_layer("gru_0").cell.kernel.shape == (27, 3 * 6)
+    check_keras_file_round_trip(model, [ids(2, 6, 11), model.initial_state(2)], tmp_path)
+
+
 @pytest.mark.parametrize("name", ["arch1", "arch2"])
 def test_keras_file_reloads_in_a_fresh_process_with_identical_logits(name, tmp_path):
     model = presets.build(name, units=8, num_layers=2)

@@ -65,7 +65,8 @@ def one_line_error(capsys, *expected):
 ARCH1_ARGUMENTS = ("units, num_layers, dropout, activation, combine, recurrent_initializer, unroll, "
                    "layer_norm, recurrent_dropout")
 ARCH2_ARGUMENTS = "units, num_layers, dropout, activation, feedback, recurrent_initializer"
-LSTM_ARGUMENTS = "units, num_layers, embedding_size, dropout, recurrent_initializer, recurrent_dropout"
+LSTM_ARGUMENTS = ("units, num_layers, embedding_size, embedding_initializer, dropout, recurrent_initializer, "
+                  "recurrent_dropout")
 
 
 @pytest.mark.parametrize("preset, setting, valid", [

@@ -15,3 +15,9 @@ def test_presets_hold_only_what_builds_a_model_and_every_preset_has_a_recipe():
     for name in presets.names():
         assert set(presets.get(name)) == {"description", "model"}
         assert configuration.resolve(name).batch_size > 0
+
+
+def test_gru_reads_an_embedding_drawn_like_pytorchs():
+    table = presets.build("gru").get_layer("embedding").embeddings.numpy()
+    assert 0.9 < table.std() < 1.1  # N(0, 1), not Keras' uniform in ±0.05
+    assert presets.build("lstm").get_layer("embedding").embeddings.numpy().std() < 0.05

@@ -27,7 +27,7 @@ def family_arguments(family):
     layer_class = FAMILIES[family]
     read = [name for name in layer_class.char_lm_arguments if name != "units"]
     # A family whose layers read ids themselves has its own input transform.
-    embedding = () if layer_class.reads_ids else ("embedding_size",)
+    embedding = () if layer_class.reads_ids else ("embedding_size", "embedding_initializer")
     return ("units", "num_layers", *embedding, "dropout", *read)
 
 
@@ -75,6 +75,11 @@ class CharLM(keras.Model):
             learned embedding of this width instead of one-hot vectors. (It
             computes nothing a one-hot input could not, but it trains faster
             from the start: see BENCHMARKS.md, "recipes".)
+        embedding_initializer: initializer name or config for that embedding,
+            None for Keras' (uniform in ±0.05); unused without an embedding,
+            so a preset's is harmless under `embedding_size=None`. PyTorch's
+            `nn.Embedding` draws N(0, 1), which at Adam 2e-3 made a GRU-512
+            learn as fast per step as PyTorch's (BENCHMARKS.md, "The GRU's gap").
         dropout: float in [0, 1). Dropout on the features each recurrent layer
             reads and on those the last one writes, in training only, with one
             mask per window (variational: the same units dropped at every step).
@@ -104,6 +109,7 @@ class CharLM(keras.Model):
         recurrent_initializer=None,
         unroll=False,
         embedding_size=None,
+        embedding_initializer=None,
         dropout=0.0,
         recurrent_dropout=0.0,
         layer_norm=False,
@@ -146,7 +152,9 @@ class CharLM(keras.Model):
         if layer_class.reads_ids:
             x = ids
         elif embedding_size:
-            x = keras.layers.Embedding(vocabulary_size, embedding_size, name="embedding")(ids)
+            x = keras.layers.Embedding(
+                vocabulary_size, embedding_size, name="embedding",
+                embeddings_initializer=keras.initializers.get(embedding_initializer or "uniform"))(ids)
         else:
             x = ops.one_hot(ids, vocabulary_size, dtype="float32")
         new_states, start = [], 0
@@ -173,6 +181,7 @@ class CharLM(keras.Model):
         self.recurrent_initializer = recurrent_initializer
         self.unroll = unroll
         self.embedding_size = embedding_size
+        self.embedding_initializer = embedding_initializer
         self.dropout = dropout
         self.recurrent_dropout = recurrent_dropout
         self.layer_norm = layer_norm
@@ -194,6 +203,7 @@ class CharLM(keras.Model):
             "recurrent_initializer": self.recurrent_initializer,
             "unroll": self.unroll,
             "embedding_size": self.embedding_size,
+            "embedding_initializer": self.embedding_initializer,
             "dropout": self.dropout,
             "recurrent_dropout": self.recurrent_dropout,
             "layer_norm": self.layer_norm,
