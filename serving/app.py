@@ -122,6 +122,10 @@ def create_app(models_dir, limits=LIMITS, max_body=65_536, request_timeout=30.0,
     repository = ModelRepository(models_dir, rescan_interval, max_batch_rows, metrics)
     stream_limiter = anyio.CapacityLimiter(stream_threads)
 
+    def too_slow():
+        return HTTPException(504, detail=f"the request took longer than {request_timeout:g} s "
+                                         "and was cancelled; ask for less, or try again")
+
     async def in_thread(work, deadline):
         """`work()` on the stream threads; 504 once the deadline passes (the thread
         finishes its call, but nobody waits for it)."""
@@ -130,8 +134,7 @@ def create_app(models_dir, limits=LIMITS, max_body=65_536, request_timeout=30.0,
                 return await anyio.to_thread.run_sync(work, limiter=stream_limiter,
                                                       abandon_on_cancel=True)
         except TimeoutError:
-            raise HTTPException(504, detail=f"the request took longer than {request_timeout:g} s "
-                                            "and was cancelled; ask for less, or try again") from None
+            raise too_slow() from None
 
     async def checked_in_thread(call, started):
         """`call()` on the stream threads under the request's deadline; its SettingError is a 422."""
@@ -248,12 +251,11 @@ def create_app(models_dir, limits=LIMITS, max_body=65_536, request_timeout=30.0,
             waiting.cancel()
             if gone in done:
                 return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
-            raise HTTPException(504, detail=f"the request took longer than {request_timeout:g} s "
-                                            "and was cancelled; ask for less, or try again")
+            raise too_slow()
         try:
             samples = waiting.result()
-        except Abandoned:
-            raise HTTPException(504, detail="the request's deadline passed before it ran") from None
+        except Abandoned:  # its deadline passed, queued or between two chunks: the batcher's clock
+            raise too_slow() from None  # can beat the wait's timeout above by a hair
         return {"model": model.name, "version": model.version, "samples": samples, "seed": seed,
                 "elapsed_ms": round((time.monotonic() - started) * 1000, 3)}
 
