@@ -106,6 +106,8 @@ def test_the_torch_reference_trains_for_its_budget_and_scores_like_charzoo(tmp_p
     assert result["best"]["valid_bpc"] <= result["valid_bpc"] and result["best"]["test_bpc"] < np.log2(5)
 
 
+# ~40 s and ~30 s on a 2-core AVX2 host; `charzoo bench --only variants,names` runs the rows for real.
+@pytest.mark.slow
 def test_tiny_variant_rows_compare_each_variant_with_the_closest_keras_layer():
     rows = bench.run(quick=True, tiny=True, sections=("variants",))["rows"]
     assert [r["name"].split(" (")[0] for r in rows] == [
@@ -117,6 +119,7 @@ def test_tiny_variant_rows_compare_each_variant_with_the_closest_keras_layer():
         assert math.isclose(r["ratio"], r["value"] / r["peer_value"])
 
 
+@pytest.mark.slow
 def test_names_rows_train_both_sides_on_the_same_split(tmp_path):
     from test_classifier import write_classes
 
