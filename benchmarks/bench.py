@@ -205,7 +205,7 @@ def run(quick: bool, tiny: bool = False, sections=SECTIONS, quality_options=None
         tiny: tiny shapes and almost no repeats: exercises the machinery only.
         sections: which of `SECTIONS` to run (pipeline needs train).
         quality_options: dict of `quality.quality_rows` arguments (`names`,
-            `corpus_spec`, `normalize`, `seconds`) over the mode's defaults;
+            `corpus_spec`, `normalize`, `seconds`, `seed`) over the mode's defaults;
             `plot`: a PNG path for the curves.
         names_options: dict with `directory` (a class directory; without it the
             names section is skipped), and optionally `seconds` and `rows` (of
@@ -249,10 +249,10 @@ def run(quick: bool, tiny: bool = False, sections=SECTIONS, quality_options=None
             row, has_torch=peers.torch_version() is not None, **options)
         rows += quality_rows
         if plot_path:
-            m = result["machine"]
+            m, seed = result["machine"], options.get("seed")
             quality.plot(result["curves"], plot_path,
                          f"{options.get('corpus_spec', 'tinyshakespeare')}, {options['seconds']:g} s "
-                         f"per model; {m['cpu']}, {m['cores']} cores")
+                         f"per model{f', seed {seed}' if seed else ''}; {m['cpu']}, {m['cores']} cores")
     options = {"seconds": 120.0, "rows": tuple(names_bench.ROWS), **(names_options or {})}
     if "names" in sections and options.get("directory"):  # the CLI says when it is skipped
         rows += names_bench.names_rows(options["directory"], options["seconds"], options["rows"], row,
@@ -267,15 +267,18 @@ def format_table(result) -> str:
     lines = [f"{m['cpu']}, {m['cores']} cores; TensorFlow {m['tensorflow']}, Keras {m['keras']}, "
              f"PyTorch {m['torch'] or 'not installed'}; {result['mode']} run, {result['seconds']:.0f} s"]
 
-    def number(value, digits=3):
+    def number(value, unit=None):
         if value is None:
             return "-"
-        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.{digits}g}"
+        if unit == "bpc":  # rows a few thousandths apart decide a verdict
+            return f"{value:.3f}"
+        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
     header = ("benchmark", "value", "unit", "peer", "peer value", "ratio", "target", "met")
     table = [header] + [
-        (r["name"], number(r["value"]), r["unit"], r["peer"] or "-", number(r["peer_value"]),
-         "-" if r["ratio"] is None else f"{r['ratio']:.2f}", number(r["target"]),
+        (r["name"], number(r["value"], r["unit"]), r["unit"], r["peer"] or "-",
+         number(r["peer_value"], r["unit"]), "-" if r["ratio"] is None else f"{r['ratio']:.2f}",
+         number(r["target"], r["unit"]),
          {True: "yes", False: "NO", None: "-"}[r["met"]]) + ((f"({r['note']})",) if "note" in r else ())
         for r in result["rows"]]
     widths = [max(len(line[i]) for line in table if len(line) > i) for i in range(len(header))]

@@ -40,15 +40,19 @@ ROOT = Path(__file__).resolve().parent.parent
 VALIDATIONS = 10  # per budget, on both sides: the points of the curves
 
 
-def run_charzoo(name, preset, overrides, corpus_spec, normalize, seconds, directory):
+def charzoo_command(preset, overrides, corpus_spec, normalize, seconds, seed, run):
+    """`charzoo train` as a user types it, with the row's model overrides and seed."""
+    command = [sys.executable, "-m", "training.cli", "train", preset, "--data", corpus_spec,
+               "--max-time", str(seconds), "--run-dir", str(run), "--seed", str(seed),
+               "--set", "export=false", "--set", f"eval_every_seconds={seconds / VALIDATIONS}"]
+    command += [f"--set=model.{key}={value}" for key, value in overrides.items()]
+    return command + (["--normalize", normalize] if normalize else [])
+
+
+def run_charzoo(name, preset, overrides, corpus_spec, normalize, seconds, seed, directory):
     """Trains like a user does, in a fresh process; returns its metrics and curve."""
     run = Path(directory) / name  # a run directory per row: rows of one preset must not resume
-    command = [sys.executable, "-m", "training.cli", "train", preset, "--data", corpus_spec,
-               "--max-time", str(seconds), "--run-dir", str(run), "--set", "export=false",
-               "--set", f"eval_every_seconds={seconds / VALIDATIONS}"]
-    command += [f"--set=model.{key}={value}" for key, value in overrides.items()]
-    if normalize:
-        command += ["--normalize", normalize]
+    command = charzoo_command(preset, overrides, corpus_spec, normalize, seconds, seed, run)
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"charzoo train {preset} failed:\n{done.stderr[-2000:]}")
@@ -72,10 +76,10 @@ def read_curve(run):
             for (s, bpc), (c, _) in zip(by_seconds, by_characters)]
 
 
-def run_torch(cell, hidden, splits, vocabulary, seconds, directory):
+def run_torch(cell, hidden, splits, vocabulary, seconds, seed, directory):
     spec = {**splits, "vocabulary": vocabulary, "cell": cell, "hidden": hidden,
             "seconds": seconds, "eval_every_seconds": seconds / VALIDATIONS,
-            "eval_characters": 500_000}
+            "eval_characters": 500_000, "seed": seed}
     path = Path(directory) / f"torch-{cell}-{hidden}.json"
     path.write_text(json.dumps(spec))
     done = subprocess.run([sys.executable, "-m", "benchmarks.torch_lm", str(path)], cwd=ROOT,
@@ -86,8 +90,12 @@ def run_torch(cell, hidden, splits, vocabulary, seconds, directory):
 
 
 def quality_rows(row, names, corpus_spec="tinyshakespeare", normalize="text8", seconds=300.0,
-                 has_torch=True):
-    """Runs the rows `names` (keys of ROWS); returns (bench rows, curves by name)."""
+                 has_torch=True, seed=0):
+    """Runs the rows `names` (keys of ROWS); returns (bench rows, curves by name).
+
+    `seed` seeds both sides' initialisation (and charzoo's dropout and sampling): single
+    runs of a row differ by ~0.01-0.02 bpc, so a verdict that close needs other seeds.
+    """
     corpus = data.load(corpus_spec, normalize)
     rows, curves, torch_runs = [], {}, {}
     with tempfile.TemporaryDirectory() as directory:
@@ -97,22 +105,24 @@ def quality_rows(row, names, corpus_spec="tinyshakespeare", normalize="text8", s
             np.save(splits[part], getattr(corpus, part))
         for name in names:
             preset, overrides, cell, hidden = ROWS[name]
-            ours = run_charzoo(name, preset, overrides, corpus_spec, normalize, seconds, directory)
+            ours = run_charzoo(name, preset, overrides, corpus_spec, normalize, seconds, seed,
+                               directory)
             if has_torch and (cell, hidden) not in torch_runs:
                 torch_runs[cell, hidden] = run_torch(cell, hidden, splits, len(corpus.alphabet),
-                                                     seconds, directory)
+                                                     seconds, seed, directory)
             peer = torch_runs.get((cell, hidden))
             curves[name] = {"charzoo": ours["curve"], "torch": peer and peer["curve"],
                             "peer": f"torch nn.{cell.upper()}({hidden})"}
-            rows += pair_rows(row, name, seconds, ours, peer, f"torch nn.{cell.upper()}({hidden})")
+            rows += pair_rows(row, name, seconds, ours, peer, f"torch nn.{cell.upper()}({hidden})",
+                              seed)
     return rows, curves
 
 
-def pair_rows(row, name, seconds, ours, peer, peer_name):
+def pair_rows(row, name, seconds, ours, peer, peer_name, seed=0):
     get = (lambda key: peer[key]) if peer else (lambda key: None)
     best = peer["best"]["test_bpc"] if peer else None
     note = None if peer else "torch not importable: skipped"
-    label = f"quality {name}, {seconds:g} s"
+    label = f"quality {name}, {seconds:g} s" + (f", seed {seed}" if seed else "")
     return [
         row(f"{label}: test BPC", ours["test_bpc"], "bpc", peer_name, get("test_bpc"),
             target=get("test_bpc"), lower_is_better=True, note=note),

@@ -29,9 +29,9 @@ RECIPE = {"embedding": 64, "batch_size": 64, "unrollings": 50, "learning_rate": 
           "clip_norm": 1.25}
 
 
-def build(torch, cell, vocabulary, hidden, activation="tanh"):
+def build(torch, cell, vocabulary, hidden, activation="tanh", seed=0):
     nn = torch.nn
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     embed = nn.Embedding(vocabulary, RECIPE["embedding"])
     if cell == "rnn":
         core = nn.RNN(RECIPE["embedding"], hidden, nonlinearity=activation, batch_first=True)
@@ -62,7 +62,8 @@ def train(spec):
     Args:
         spec: dict with `train`, `valid`, `test` (paths of uint8 `.npy` id arrays),
             `vocabulary`, `cell` (lstm, gru or rnn), `hidden`, `activation` (rnn only),
-            `seconds`, `eval_every_seconds`, `eval_characters`.
+            `seconds`, `eval_every_seconds`, `eval_characters`, and optionally
+            `seed` (of the initialisation; default 0).
     """
     import torch
 
@@ -70,7 +71,8 @@ def train(spec):
     started = time.monotonic()
     splits = {name: np.load(spec[name]) for name in ("train", "valid", "test")}
     vocabulary = spec["vocabulary"]
-    parts = build(torch, spec["cell"], vocabulary, spec["hidden"], spec.get("activation", "tanh"))
+    parts = build(torch, spec["cell"], vocabulary, spec["hidden"], spec.get("activation", "tanh"),
+                  spec.get("seed", 0))
     embed, core, head = parts
     parameters = [p for part in parts for p in part.parameters()]
     optimizer = torch.optim.Adam(parameters, RECIPE["learning_rate"])

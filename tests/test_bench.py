@@ -65,6 +65,24 @@ def test_quality_rows_judge_bpc_lower_is_better_and_the_plot_draws_each_peer_onc
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_quality_seed_reaches_charzoo_and_the_table_prints_bpc_to_a_thousandth(capsys):
+    from benchmarks import quality
+    from training.cli import main
+
+    command = quality.charzoo_command("lstm", {"units": 256}, "builtin", "text8", 60.0, 3, "run")
+    assert command[command.index("--seed") + 1] == "3" and "--set=model.units=256" in command
+    ours = {"test_bpc": 2.1584, "best": {"test_bpc": 2.1604}, "characters": 2000,
+            "chars_per_second": 100.0, "start_up_seconds": 5.0, "first_call_seconds": 3.0}
+    peer = {**ours, "test_bpc": 2.1362, "best": {"test_bpc": 2.1217}}
+    rows = quality.pair_rows(bench.row, "lstm-512", 60.0, ours, peer, "torch nn.LSTM(512)", seed=3)
+    assert rows[0]["name"] == "quality lstm-512, 60 s, seed 3: test BPC"
+    table = bench.format_table({"machine": {"cpu": "c", "cores": 2, "tensorflow": "t", "keras": "k",
+                                            "torch": None}, "mode": "quick", "seconds": 1.0, "rows": rows[:2]})
+    assert "2.158" in table and "2.136" in table and "2.160" in table and "2.122" in table, table
+    assert main(["bench", "--quick", "--seed", "1"]) == 2  # a quality option, no quality section
+    assert "add --quality" in capsys.readouterr().err
+
+
 # ~30 s and a third busy process beside pytest-xdist's two: it starves the timing tests in CI.
 @pytest.mark.slow
 def test_a_quality_row_trains_as_a_user_does_and_reads_its_curve(tmp_path):
@@ -104,6 +122,13 @@ def test_the_torch_reference_trains_for_its_budget_and_scores_like_charzoo(tmp_p
     assert result["curve"][-1]["bpc"] == result["valid_bpc"]
     # Early stopping's weights: the last ones, or a periodic validation's that beat them.
     assert result["best"]["valid_bpc"] <= result["valid_bpc"] and result["best"]["test_bpc"] < np.log2(5)
+    import torch
+
+    def recurrent_kernel(seed):  # `charzoo bench --quality --seed` reaches the reference too
+        return torch_lm.build(torch, "gru", 5, 8, seed=seed)[1].weight_hh_l0
+
+    assert torch.equal(recurrent_kernel(0), recurrent_kernel(0))
+    assert not torch.equal(recurrent_kernel(0), recurrent_kernel(1))
 
 
 # ~40 s and ~30 s on a 2-core AVX2 host; `charzoo bench --only variants,names` runs the rows for real.

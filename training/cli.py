@@ -235,15 +235,16 @@ def cmd_bench(args):
         sections = ("quality",)
     options = {key: value for key, value in (
         ("names", args.rows and args.rows.split(",")), ("corpus_spec", args.data),
-        ("normalize", args.normalize), ("seconds", args.seconds), ("plot", args.plot)) if value}
+        ("normalize", args.normalize), ("seconds", args.seconds), ("plot", args.plot),
+        ("seed", args.seed)) if value is not None}
     if args.normalize == "none":
         options["normalize"] = None
     unknown = set(options.get("names", ())) - set(quality.ROWS)
     if unknown:
         raise UserError(f"--rows {','.join(sorted(unknown))}: valid rows: {', '.join(quality.ROWS)}")
     if options and "quality" not in sections:
-        raise UserError("--rows, --data, --normalize, --seconds and --plot are the quality "
-                        "section's: add --quality (or --only quality)")
+        raise UserError("--rows, --data, --normalize, --seconds, --seed and --plot are the "
+                        "quality section's: add --quality (or --only quality)")
     names_options = {"directory": args.names_data, "seconds": args.names_seconds,
                      "rows": args.names_rows and args.names_rows.split(",")}
     names_options = {key: value for key, value in names_options.items() if value}
@@ -371,6 +372,9 @@ def build_parser():
                          help="text8 (default) or none")
     quality.add_argument("--seconds", type=float,
                          help="training budget of each side (default 300; 60 with --quick)")
+    quality.add_argument("--seed", type=int,
+                         help="seed of both sides' initialisation (default 0); single runs differ "
+                              "by ~0.01-0.02 bpc")
     quality.add_argument("--plot", metavar="FILE.png", help="draw the validation curves")
     names = bench.add_argument_group("names: classifiers of names by language, charzoo and PyTorch "
                                      "at equal time")
