@@ -235,8 +235,9 @@ def cmd_bench(args):
         sections = ("quality",)
     options = {key: value for key, value in (
         ("names", args.rows and args.rows.split(",")), ("corpus_spec", args.data),
-        ("normalize", args.normalize), ("seconds", args.seconds), ("plot", args.plot),
-        ("seed", args.seed)) if value is not None}
+        ("normalize", args.normalize), ("seconds", args.seconds), ("plot", args.plot)) if value}
+    if args.seed is not None:  # 0 is a seed
+        options["seed"] = args.seed
     if args.normalize == "none":
         options["normalize"] = None
     unknown = set(options.get("names", ())) - set(quality.ROWS)
