@@ -121,7 +121,7 @@ def test_the_sequence_layer_equals_keras_rnn_over_the_cell(kind, recurrent_dropo
             loss = sum(tf.reduce_sum(o * tf.sin(tf.range(4, dtype=tf.float32))) for o in outputs)
         results.append([*outputs, *tape.gradient(loss, layer.cell.trainable_variables)])
     for ours, theirs in zip(*results):
-        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)  # float32 round-off (1.6e-6 on an AMX host)
     clone = check_config_round_trip(layer)
     assert type(clone.cell) is cell_class and clone.cell.units == 4
 
