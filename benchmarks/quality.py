@@ -59,6 +59,7 @@ def run_charzoo(name, preset, overrides, corpus_spec, normalize, seconds, seed, 
     metrics = json.loads((run / "metrics.json").read_text())
     return {"test_bpc": metrics["test_bpc"], "valid_bpc": metrics["valid_bpc"],
             "best": {key: metrics["best"][key] for key in ("valid_bpc", "test_bpc")},
+            "unaveraged": metrics.get("unaveraged"),  # with weight_average: the trained weights'
             "characters": metrics["characters_seen"], "seconds": metrics["seconds"],
             "chars_per_second": metrics["chars_per_second_overall"],
             "start_up_seconds": metrics["timing"]["start_up"],
@@ -128,6 +129,10 @@ def pair_rows(row, name, seconds, ours, peer, peer_name, seed=0):
             target=get("test_bpc"), lower_is_better=True, note=note),
         row(f"{label}: test BPC, best validation's weights", ours["best"]["test_bpc"], "bpc",
             peer_name, best, target=best, lower_is_better=True, note=note),
+        *([row(f"{label}: test BPC of the trained weights, unaveraged",
+               ours["unaveraged"]["test_bpc"], "bpc", peer_name, get("test_bpc"),
+               note="charzoo's rows above score the weights' moving average")]
+          if ours.get("unaveraged") else []),
         row(f"{label}: characters trained", float(ours["characters"]), "chars", peer_name,
             get("characters")),
         row(f"{label}: chars/s over the budget", ours["chars_per_second"], "chars/s", peer_name,

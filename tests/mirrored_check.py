@@ -108,7 +108,8 @@ def runs():
     settings = {"model": {"units": 8}, "batch_size": 4, "unrollings": 8, "optimizer": "adam",
                 "learning_rate": 0.02, "eval_every": 1000, "checkpoint_every": 1000,
                 "eval_characters": 2000, "sample_length": 5, "export": False,
-                "steps_per_execution": 3}  # calls of 3 steps: 0-3-6, resumed 6-9-12
+                "steps_per_execution": 3,  # calls of 3 steps: 0-3-6, resumed 6-9-12
+                "weight_average": 0.9}  # the moving average, too, is mirrored and resumed
     # stdout is for the JSON result only.
     with tempfile.TemporaryDirectory() as directory, contextlib.redirect_stdout(sys.stderr):
         directory = Path(directory)

@@ -58,6 +58,11 @@ def test_quality_rows_judge_bpc_lower_is_better_and_the_plot_draws_each_peer_onc
     assert best["name"].endswith("best validation's weights") and best["value"] == 2.2
     assert best["met"] is False and best["target"] == 2.1
     assert quality.pair_rows(bench.row, "arch1", 20.0, ours, {**peer, "test_bpc": 2.3}, "p")[0]["met"] is False
+    assert not any("unaveraged" in r["name"] for r in quality.pair_rows(bench.row, "a", 2.0, ours, peer, "p"))
+    averaged = {**ours, "unaveraged": {"valid_bpc": 2.3, "test_bpc": 2.45}}
+    trained = quality.pair_rows(bench.row, "lstm-256", 20.0, averaged, peer, "p")[2]
+    assert trained["name"].endswith("test BPC of the trained weights, unaveraged")
+    assert trained["value"] == 2.45 and trained["peer_value"] == 2.5 and trained["met"] is None
     curves = {name: {"charzoo": curve, "torch": curve, "peer": peer} for name, peer in
               (("lstm-256", "torch nn.LSTM(256)"), ("arch1", "torch nn.RNN(200)"),
                ("arch1-mul", "torch nn.RNN(200)"))}

@@ -108,7 +108,8 @@ def test_a_resume_that_changes_what_cannot_change_is_refused_and_touches_nothing
     assert sum(name.startswith("checkpoints/") and name.endswith(".index") for name in before) == 3
     for extra, change in ((["--batch-size", "8"], "batch_size 4 -> 8"),
                           (["--unrollings", "16"], "unrollings 8 -> 16"),
-                          (["--data", str(texts / "other.txt")], "data ")):
+                          (["--data", str(texts / "other.txt")], "data "),
+                          (["--set", "weight_average=0.9"], "weight_average None -> 0.9")):
         assert main(train_args(run, texts / "words.txt", *extra, "--steps", "20")) == 2
         one_line_error(capsys, change, "nothing was changed")
         assert snapshot(run) == before

@@ -126,6 +126,9 @@ def test_fine_tuning_carries_the_optimizer_only_when_asked(source, corpus, tmp_p
     with pytest.raises(TrainingError, match="trained with adam, this run with sgd"):
         train(small("arch1", steps=2, init_from=str(source["run"]), init_optimizer=True, optimizer="sgd"),
               tmp_path / "f", words)
+    with pytest.raises(TrainingError, match="trained without a moving average of its weights, this run with"):
+        train(small("arch1", steps=2, init_from=str(source["run"]), init_optimizer=True, weight_average=0.99),
+              tmp_path / "g", words)
     with pytest.raises(ValueError, match="give --init-from"):
         small("arch1", init_optimizer=True)
 

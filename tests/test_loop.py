@@ -96,15 +96,20 @@ def weights(run_dir):
 
 
 # Arch 1's twin (~35 s) runs with the slow tests; the LSTM's state and Adam slots are the harder
-# case (here trained in two blocks of streams per step), and with dropout the masks' random
-# state must resume too.
-@pytest.mark.parametrize("preset, shards", [pytest.param("arch1", None, marks=pytest.mark.slow),
-                                            ("lstm", 2), ("lstm-dropout", None)])
-def test_resume_is_exact(tmp_path, corpus, preset, shards):
-    train(small(preset, steps=24, batch_shards=shards), tmp_path / "straight", corpus)
-    first = train(small(preset, steps=12, batch_shards=shards), tmp_path / "split", corpus)
-    second = train(small(preset, steps=24, batch_shards=shards), tmp_path / "split", corpus)
-    assert second["steps"] == 24 and second["batch_shards"] == (shards or 1)  # resumed at 12
+# case (here trained in two blocks of streams per step, and with the weights' moving average,
+# which the saved model holds while the checkpoint keeps the trained weights), and with dropout
+# the masks' random state must resume too.
+@pytest.mark.parametrize("preset, extra", [pytest.param("arch1", {}, marks=pytest.mark.slow),
+                                           ("lstm", {"batch_shards": 2, "weight_average": 0.9}),
+                                           ("lstm-dropout", {})])
+def test_resume_is_exact(tmp_path, corpus, preset, extra):
+    train(small(preset, steps=24, **extra), tmp_path / "straight", corpus)
+    first = train(small(preset, steps=12, **extra), tmp_path / "split", corpus)
+    second = train(small(preset, steps=24, **extra), tmp_path / "split", corpus)
+    assert second["steps"] == 24 and second["batch_shards"] == extra.get("batch_shards", 1)
+    if "weight_average" in extra:  # the figures are the averaged weights', beside the trained ones'
+        assert set(second["unaveraged"]) == {"valid_bpc", "test_bpc"}
+        assert second["valid_bpc"] != second["unaveraged"]["valid_bpc"]
     # The clock of the curves goes on from the first part's seconds.
     assert second["training_seconds"] == pytest.approx(first["training_seconds"] + second["seconds"])
     for a, b in zip(weights(tmp_path / "straight"), weights(tmp_path / "split")):

@@ -7,7 +7,8 @@ import tensorflow as tf
 
 from training import config as configuration
 from training.batches import Windows
-from training.step import Trainer, choose_shards, learning_rate_schedule, make_optimizer
+from training.step import (Trainer, averaged_weights, choose_shards, learning_rate_schedule,
+                           make_optimizer)
 from zoo import CharLM
 
 
@@ -228,3 +229,34 @@ def test_batch_shards_must_divide_the_batch():
     with pytest.raises(ValueError, match="batch_shards must be a positive divisor of batch_size"):
         tiny_config(batch_size=6, batch_shards=4)
     assert tiny_config(batch_size=6, batch_shards=3).batch_shards == 3
+
+
+def test_weight_average_must_be_a_momentum():
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="weight_average must be between 0 and 1"):
+            tiny_config(weight_average=bad)
+    assert tiny_config(weight_average=0.99).weight_average == 0.99
+
+
+def test_the_averaged_weights_are_the_moving_average_and_only_inside():
+    model = CharLM("arch1", 5, 8)
+    optimizer = make_optimizer(tiny_config(optimizer="sgd", learning_rate=0.5, weight_average=0.75))
+    trainer = Trainer(model, optimizer, clip_norm=100.0)
+    inputs = tf.constant(np.random.default_rng(0).integers(0, 5, (4, 6)), tf.int32)
+    initial = [v.numpy().copy() for v in model.trainable_variables]
+    with averaged_weights(model, optimizer):  # no step yet: nothing to average
+        for variable, value in zip(model.trainable_variables, initial):
+            np.testing.assert_array_equal(variable.numpy(), value)
+    snapshots, state = [], model.initial_state(4)
+    for _ in range(3):
+        state = trainer.train_step(inputs, tf.roll(inputs, -1, 1), state)["state"]
+        snapshots.append([v.numpy().copy() for v in model.trainable_variables])
+    # Keras' EMA starts from the first step's weights; each later step moves it by 1 - momentum.
+    expected = [0.75 * (0.75 * a + 0.25 * b) + 0.25 * c for a, b, c in zip(*snapshots)]
+    with averaged_weights(model, optimizer):
+        inside = [v.numpy().copy() for v in model.trainable_variables]
+    for value, wanted, last in zip(inside, expected, snapshots[-1]):
+        np.testing.assert_allclose(value, wanted, rtol=1e-5, atol=1e-7)
+        assert not np.allclose(value, last)
+    for variable, last in zip(model.trainable_variables, snapshots[-1]):
+        np.testing.assert_array_equal(variable.numpy(), last)

@@ -23,6 +23,9 @@ class Config:
     decay_steps: int  # steps per decay period
     staircase: bool  # decay in whole periods (True) or smoothly (False)
     clip_norm: float  # gradients are clipped to this global norm
+    # momentum of an exponential moving average of the weights (Keras' optimizer EMA) that
+    # validation, test, the best weights and the export use; None: the trained weights
+    weight_average: float | None = None
     loss_steps: str = "all"  # train from the loss of every unrolling, or of the "last" one only
     steps_per_execution: int = 25  # train steps per compiled call; a call costs ~a small step
     # blocks of streams whose gradients a train step computes side by side (must divide
@@ -65,11 +68,14 @@ ARCH2_RECIPE = {"batch_size": 64, "unrollings": 20, "optimizer": "sgd", "learnin
 # Arch 1's tuned variant: Arch 1's decay and clip with Adam at 3e-3 and the gated presets'
 # batch and unrollings, as measured against nn.RNN (BENCHMARKS.md, "Quality at equal time").
 ARCH1_TUNED_RECIPE = {**ARCH1_RECIPE, "batch_size": 64, "unrollings": 50, "optimizer": "adam",
-                      "learning_rate": 3e-3}
+                      "learning_rate": 3e-3, "weight_average": 0.99}
 # LSTM and GRU: Adam, a slow smooth decay, a clip of 5. The rate (3x char-rnn's 2e-3) and 50
-# unrollings won on Tiny Shakespeare at equal time (BENCHMARKS.md, "recipes").
+# unrollings won on Tiny Shakespeare at equal time (BENCHMARKS.md, "recipes"); at that rate the
+# weights' moving average scores 0.07-0.09 bpc better than the weights themselves at 300 s
+# (BENCHMARKS.md, "Weight averaging").
 GATED_RECIPE = {"batch_size": 64, "unrollings": 50, "optimizer": "adam", "learning_rate": 6e-3,
-                "decay_rate": 0.5, "decay_steps": 50_000, "staircase": False, "clip_norm": 5.0}
+                "decay_rate": 0.5, "decay_steps": 50_000, "staircase": False, "clip_norm": 5.0,
+                "weight_average": 0.99}
 # gru-dropout at half that rate: on Tiny Shakespeare at 300 s its test BPC went from 2.175 to
 # 2.149 (best validation's weights: 2.167 to 2.150) (BENCHMARKS.md, "At 300 s", run 4).
 GRU_DROPOUT_RECIPE = {**GATED_RECIPE, "learning_rate": 3e-3}
@@ -192,6 +198,8 @@ def check(config):
                          f"({config.batch_size}), got {config.batch_shards}")
     if config.init_optimizer and not config.init_from:
         raise ValueError("init_optimizer carries the optimizer of the --init-from run; give --init-from")
+    if config.weight_average is not None and not 0 < config.weight_average < 1:
+        raise ValueError(f"weight_average must be between 0 and 1 (or none), got {config.weight_average}")
     for name in ("steps", "epochs", "max_time"):
         value = getattr(config, name)
         if value is not None and value < 0:

@@ -102,6 +102,12 @@ def load_optimizer(source, model, optimizer, optimizer_name):
     if theirs != optimizer_name:
         raise RunDirError(f"--init-optimizer: {source.path} trained with {theirs}, this run with "
                           f"{optimizer_name}; --set optimizer={theirs} or leave the optimizer behind")
+    averaged = run.config_values().get("weight_average")
+    if bool(averaged) != bool(optimizer.use_ema):  # the average is one of the optimizer's variables
+        raise RunDirError(f"--init-optimizer: {source.path} trained "
+                          f"{'with' if averaged else 'without'} a moving average of its weights, "
+                          f"this run {'without' if averaged else 'with'}; --set weight_average="
+                          f"{averaged or 'none'} or leave the optimizer behind")
     try:
         restored = run.checkpoints(1, model=model, optimizer=optimizer).restore()
     except RunDirError as error:

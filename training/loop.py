@@ -19,7 +19,8 @@ from training.export import export_run
 from training.progress import TrainingProgress
 from training.run_dir import (BestCheckpoint, CheckpointMismatch, RunDir, RunDirError, build_model,
                               dropout_seed_states)
-from training.step import Trainer, make_optimizer, sample_text, set_seed, shards_for
+from training.step import (Trainer, averaged_weights, keeps_average, make_optimizer, sample_text,
+                           set_seed, shards_for)
 from training.tensorboard import TensorBoardLogger
 
 
@@ -73,15 +74,17 @@ def stop_requests():
 def validate(trainer, corpus, config, logger, step, best, clock, characters, final=False):
     """Validates, logs (against steps, training seconds and characters seen), and keeps
     the weights if they are the best yet (periodic validations all score the same
-    first `eval_characters`, so they compare)."""
-    metrics = trainer.evaluate(corpus.valid, config.eval_streams,
-                               max_characters=None if final else config.eval_characters)
+    first `eval_characters`, so they compare). With `weight_average` set, all of it
+    uses the averaged weights."""
+    with averaged_weights(trainer.model, trainer.optimizer):
+        metrics = trainer.evaluate(corpus.valid, config.eval_streams,
+                                   max_characters=None if final else config.eval_characters)
+        if not final and best.offer(step, metrics["bpc"]):
+            logger.log_best(step, metrics["bpc"])
+        text = sample_text(trainer.model, corpus.alphabet, config.sample_prime,
+                           config.sample_length, seed=config.seed)
     logger.log_validation(step, metrics["loss"], metrics["bpc"], clock.run_seconds(),
                           int(characters))
-    if not final and best.offer(step, metrics["bpc"]):
-        logger.log_best(step, metrics["bpc"])
-    text = sample_text(trainer.model, corpus.alphabet, config.sample_prime, config.sample_length,
-                       seed=config.seed)
     logger.log_sample(step, config.sample_prime, text)
     return metrics
 
@@ -103,6 +106,19 @@ def log_diagnostics(trainer, windows, state, logger, step):
     inputs, targets = windows[0]
     norms = gradient_flow(trainer.model, inputs, targets, tf.zeros_like(state))
     logger.log_gradient_flow(step, norms, spectral_radii(trainer.model))
+
+
+def finish_averaging(trainer, corpus, config):
+    """With `weight_average` set: scores the trained weights, then leaves the averaged
+    ones in the model for the final figures, the best-weights verdict and the export
+    (the last checkpoint keeps the trained ones, so a resumed run goes on from them).
+    Returns the trained weights' `{"valid_bpc", "test_bpc"}`, or None without averaging."""
+    if not keeps_average(trainer.optimizer):
+        return None
+    figures = {f"{split}_bpc": trainer.evaluate(getattr(corpus, split), config.eval_streams)["bpc"]
+               for split in ("valid", "test")}
+    trainer.optimizer.finalize_variable_values(trainer.model.trainable_variables)
+    return figures
 
 
 def choose_best(config, corpus, best, step, last):
@@ -248,6 +264,7 @@ def train(config: Config, run_dir, corpus=None):
         print(f"charzoo: {stop_reason}: checkpoint saved at step {step}; run the same command "
               "to resume", flush=True)
         return {"interrupted": stop_reason, "steps": step}
+    unaveraged = finish_averaging(trainer, corpus, config)
     valid = validate(trainer, corpus, config, logger, step, best, clock, characters, final=True)
     log_diagnostics(trainer, windows, state, logger, step)
     test = trainer.evaluate(corpus.test, config.eval_streams)
@@ -278,6 +295,8 @@ def train(config: Config, run_dir, corpus=None):
         "best": best_weights,  # the weights `charzoo export` exports by default
         "fine_tuned_from": written.lineage(),
     }
+    if unaveraged:
+        metrics["unaveraged"] = unaveraged  # the trained weights' own figures, for comparison
     logger.log_hparams(hparams(config), {"valid_bpc": valid["bpc"], "test_bpc": test["bpc"]})
     logger.close()
     if not chief:

@@ -22,7 +22,7 @@ from zoo import presets
 # carried state and a cursor of these shapes and this corpus. Limits, schedules,
 # logging and export settings may change.
 FIXED = ("preset", "model", "batch_size", "unrollings", "optimizer", "data", "normalize", "init_from",
-         "init_optimizer")
+         "init_optimizer", "weight_average")
 
 
 class RunDirError(ValueError):

@@ -1,6 +1,7 @@
 """The custom train step (global-norm clip, exponential decay), evaluation in bits per
 character, and the quick samples logged while training."""
 
+import contextlib
 import functools
 import math
 import os
@@ -34,7 +35,33 @@ def learning_rate_schedule(config):
 def make_optimizer(config):
     # No clipnorm here: Keras' clipnorm clips each tensor alone; the train step
     # clips the global norm itself, so it can also report the norm it saw.
-    return OPTIMIZER_CLASSES[config.optimizer](learning_rate=learning_rate_schedule(config))
+    momentum = getattr(config, "weight_average", None)  # the names classifier has none
+    average = {"use_ema": True, "ema_momentum": momentum} if momentum else {}
+    return OPTIMIZER_CLASSES[config.optimizer](learning_rate=learning_rate_schedule(config),
+                                               **average)
+
+
+def keeps_average(optimizer):
+    """Whether `optimizer` holds a moving average of the weights (it has one after a step)."""
+    # convert_to_numpy: int() cannot read a MirroredVariable.
+    return optimizer.use_ema and int(keras.ops.convert_to_numpy(optimizer.iterations)) > 0
+
+
+@contextlib.contextmanager
+def averaged_weights(model, optimizer):
+    """Inside, `model` holds the optimizer's moving average of its weights (when the
+    optimizer keeps one and has taken a step); its own weights come back after."""
+    if not keeps_average(optimizer):
+        yield
+        return
+    variables = model.trainable_variables
+    kept = [tf.identity(variable) for variable in variables]
+    optimizer.finalize_variable_values(variables)
+    try:
+        yield
+    finally:
+        for variable, value in zip(variables, kept):
+            variable.assign(value)
 
 
 # Where two blocks of streams trained faster than one on a 2-core CPU (BENCHMARKS.md, "Two
