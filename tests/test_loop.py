@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -15,6 +16,7 @@ from training import data
 from training.cli import main
 from training.run_dir import RunDir, load_run_model
 from training.loop import TrainingError, steps_in_next_call, train
+from training.step import Trainer
 from training.tensorboard import read_summaries
 
 WORDS = "the quick brown fox jumps over a lazy dog and then runs far away".split()
@@ -110,6 +112,8 @@ def test_resume_is_exact(tmp_path, corpus, preset, extra):
     if "weight_average" in extra:  # the figures are the averaged weights', beside the trained ones'
         assert set(second["unaveraged"]) == {"valid_bpc", "test_bpc"}
         assert second["valid_bpc"] != second["unaveraged"]["valid_bpc"]
+        saved = Trainer(load_run_model(tmp_path / "split")[2], keras.optimizers.SGD(), 1.0)
+        assert saved.evaluate(corpus.valid)["bpc"] == pytest.approx(second["valid_bpc"], abs=1e-6)
     # The clock of the curves goes on from the first part's seconds.
     assert second["training_seconds"] == pytest.approx(first["training_seconds"] + second["seconds"])
     for a, b in zip(weights(tmp_path / "straight"), weights(tmp_path / "split")):

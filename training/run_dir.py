@@ -284,16 +284,23 @@ def first_line(error):
 
 
 def load_run_model(path):
-    """(config, alphabet, model) of a run, with the newest readable checkpoint's weights.
+    """(config, alphabet, model) of a run, with the newest readable checkpoint's weights,
+    or their moving average where the run keeps one (the weights its validations score).
 
     Raises:
         FileNotFoundError: not a run, or no readable checkpoint.
         RunDirError: a run file is not JSON, or the checkpoint does not fit the model.
     """
+    from training.step import keeps_average, make_optimizer
+
     run = RunDir(path)
     config = run.config()
     alphabet = run.alphabet()["alphabet"]
     model = build_model(config, len(alphabet))
-    if run.checkpoints(config.keep_checkpoints, model=model).restore() is None:
+    optimizer = make_optimizer(config)
+    optimizer.build(model.trainable_variables)  # the average is one of its variables
+    if run.checkpoints(config.keep_checkpoints, model=model, optimizer=optimizer).restore() is None:
         raise FileNotFoundError(f"{run.path} has no readable checkpoint")
+    if keeps_average(optimizer):
+        optimizer.finalize_variable_values(model.trainable_variables)
     return config, alphabet, model
