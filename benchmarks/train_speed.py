@@ -11,7 +11,7 @@ from benchmarks.rows import row
 from training import config
 from training.batches import Windows
 from training.run_dir import build_model
-from training.step import Trainer, make_optimizer, shards_for
+from training.step import Trainer, bfloat16_for, make_optimizer, shards_for
 
 ALPHABET = " abcdefghijklmnopqrstuvwxyz"
 TINY = {"batch_size": 4, "unrollings": 5, "model": {"units": 8}}
@@ -52,7 +52,8 @@ def our_train_step(recipe, steps_per_execution):
     compiled call of `steps_per_execution` train steps, the state carried."""
     model = build_model(recipe, len(ALPHABET))
     trainer = Trainer(model, make_optimizer(recipe), recipe.clip_norm,
-                      shards=shards_for(recipe, model))
+                      shards=shards_for(recipe, model),
+                      bfloat16_products=bfloat16_for(recipe, model))
     ids = np.random.default_rng(0).integers(0, len(ALPHABET), 2_000_000, dtype=np.uint8)
     windows = Windows(ids, recipe.batch_size, recipe.unrollings)
     carry = [model.initial_state(recipe.batch_size), 0]

@@ -103,12 +103,14 @@ def weights(run_dir):
 # the masks' random state must resume too.
 @pytest.mark.parametrize("preset, extra", [pytest.param("arch1", {}, marks=pytest.mark.slow),
                                            ("lstm", {"batch_shards": 2, "weight_average": 0.9}),
+                                           ("lstm", {"bfloat16_products": True}),
                                            ("lstm-dropout", {})])
 def test_resume_is_exact(tmp_path, corpus, preset, extra):
     train(small(preset, steps=24, **extra), tmp_path / "straight", corpus)
     first = train(small(preset, steps=12, **extra), tmp_path / "split", corpus)
     second = train(small(preset, steps=24, **extra), tmp_path / "split", corpus)
     assert second["steps"] == 24 and second["batch_shards"] == extra.get("batch_shards", 1)
+    assert second["bfloat16_products"] is extra.get("bfloat16_products", False)
     if "weight_average" in extra:  # the figures are the averaged weights', beside the trained ones'
         assert set(second["unaveraged"]) == {"valid_bpc", "test_bpc"}
         assert second["valid_bpc"] != second["unaveraged"]["valid_bpc"]

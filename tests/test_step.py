@@ -7,9 +7,10 @@ import tensorflow as tf
 
 from training import config as configuration
 from training.batches import Windows
-from training.step import (Trainer, averaged_weights, choose_shards, learning_rate_schedule,
-                           make_optimizer)
+from training.step import (Trainer, averaged_weights, bfloat16_for, choose_shards,
+                           learning_rate_schedule, make_optimizer)
 from zoo import CharLM
+from zoo.loops import bfloat16_gru_loop, bfloat16_lstm_loop, gru_loop, lstm_loop
 
 
 def tiny_config(preset="arch1", **overrides):
@@ -260,3 +261,69 @@ def test_the_averaged_weights_are_the_moving_average_and_only_inside():
         assert not np.allclose(value, last)
     for variable, last in zip(model.trainable_variables, snapshots[-1]):
         np.testing.assert_array_equal(variable.numpy(), last)
+
+
+@pytest.mark.parametrize("exact_loop, narrow_loop, gates, carried", [
+    (lstm_loop, bfloat16_lstm_loop, 4, 2), (gru_loop, bfloat16_gru_loop, 3, 1)])
+def test_the_bfloat16_loops_follow_the_float32_ones(exact_loop, narrow_loop, gates, carried):
+    rng = np.random.default_rng(5)
+    projected = tf.constant(rng.normal(size=(7, 3, 4 * gates)), tf.float32)
+    states = [tf.constant(rng.normal(size=(3, 4)), tf.float32) for _ in range(carried)]
+    kernel = tf.constant(rng.normal(size=(4, 4 * gates)) / 2, tf.float32)
+    extra = [] if carried == 2 else [tf.constant(rng.normal(size=4 * gates), tf.float32)]
+    inputs = [projected, *states, kernel, *extra]
+    results = []
+    for loop in (exact_loop, narrow_loop):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            outputs = tf.nest.flatten(loop(*inputs))
+            loss = tf.reduce_sum(tf.sin(outputs[0])) + sum(tf.reduce_sum(o * o) for o in outputs[1:])
+        results.append([*outputs, *tape.gradient(loss, inputs)])
+    for exact, narrow in zip(*results):
+        exact, narrow = exact.numpy(), narrow.numpy()
+        # bfloat16 keeps 8 bits of mantissa: the products differ, by less than 2% of the scale.
+        assert 0 < np.abs(exact - narrow).max() < 0.02 * np.abs(exact).max()
+
+
+@pytest.mark.parametrize("family", ["lstm", "gru"])
+def test_bfloat16_products_train_outside_xla_as_float32_does(family):
+    windows = np.random.default_rng(4).integers(0, 5, (3, 4, 6)).astype(np.int32)
+    runs = []
+    for narrow in (False, True):
+        keras.utils.set_random_seed(0)
+        model = CharLM(family, 5, 8)
+        # SGD: Adam's normalised step would magnify a rounding in a near-zero gradient.
+        trainer = Trainer(model, keras.optimizers.SGD(0.5), clip_norm=0.5, bfloat16_products=narrow)
+        out = trainer.train_steps(windows, np.roll(windows, -1, axis=2), model.initial_state(4))
+        runs.append((out["loss"].numpy(), model.get_weights()))
+        layer = next(layer for layer in model.layers if hasattr(layer, "bfloat16_products"))
+        assert layer.bfloat16_products is narrow and layer.xla_compiles_training is not narrow
+    (exact_loss, exact_weights), (narrow_loss, narrow_weights) = runs
+    np.testing.assert_allclose(narrow_loss, exact_loss, rtol=1e-3)
+    assert not np.array_equal(narrow_loss, exact_loss)
+    for a, b in zip(narrow_weights, exact_weights):
+        np.testing.assert_allclose(a, b, atol=1e-3)
+
+
+@pytest.mark.parametrize("preset, model, amx, setting, expected", [
+    ("lstm", {}, True, None, True),  # 512 units: measured 1.25x; 1.75x at 1024
+    ("lstm", {"units": 256}, True, None, False),  # 0.87x at 256
+    ("gru", {}, True, None, True),  # 1.04-1.10x at 512; 1.93x at 1024
+    ("lstm", {}, False, None, False),  # no matrix units: XLA's float32 dot
+    ("lstm-dropout", {}, True, None, True),  # dropout between layers leaves the loop as it is
+    ("lstm", {"recurrent_dropout": 0.2}, True, None, False),  # Keras' own loop
+    ("gru", {"units": 256}, True, None, False),  # not measured below 512
+    ("lstm-ln", {}, True, None, False),  # its own loop: not measured
+    ("lstm", {"units": 256}, False, True, True),  # the setting decides where given
+    ("lstm", {}, True, False, False),
+])
+def test_bfloat16_products_where_they_were_measured_faster(monkeypatch, preset, model, amx,
+                                                            setting, expected):
+    monkeypatch.setattr("training.step.cpu_has_amx", lambda: amx)
+    config = configuration.resolve(preset, {"model": model, "bfloat16_products": setting})
+    assert bfloat16_for(config, CharLM(vocabulary_size=27, **config.model)) is expected
+
+
+def test_bfloat16_products_are_refused_with_a_distribution_strategy():
+    with pytest.raises(ValueError, match="bfloat16_products is for one process"):
+        tiny_config("lstm", bfloat16_products=True, strategy="mirrored")

@@ -31,6 +31,9 @@ class Config:
     # blocks of streams whose gradients a train step computes side by side (must divide
     # batch_size); None: 2 for mid-sized models on 2+ cores, where it was faster, else 1
     batch_shards: int | None = None
+    # LSTM/GRU products in bfloat16 while training (state, gates, weights stay float32);
+    # None: for those of 512+ units on a CPU with AMX, where it was faster
+    bfloat16_products: bool | None = None
     data: str = "text8"  # corpus: text8, builtin, tinyshakespeare, or a path
     normalize: str | None = None  # "text8" maps a text file to text8's alphabet
     steps: int | None = None  # stop after this many steps in all (None: no step limit)
@@ -198,6 +201,9 @@ def check(config):
                          f"({config.batch_size}), got {config.batch_shards}")
     if config.init_optimizer and not config.init_from:
         raise ValueError("init_optimizer carries the optimizer of the --init-from run; give --init-from")
+    if config.bfloat16_products and config.strategy != "none":
+        raise ValueError("bfloat16_products is for one process's train step; "
+                         f"strategy {config.strategy!r} trains in float32")
     if config.weight_average is not None and not 0 < config.weight_average < 1:
         raise ValueError(f"weight_average must be between 0 and 1 (or none), got {config.weight_average}")
     for name in ("steps", "epochs", "max_time"):

@@ -89,6 +89,33 @@ def shards_for(config, model):
     return choose_shards(model.count_params(), config.batch_size, cores or 1, dropout)
 
 
+# The narrowest LSTM or GRU whose bfloat16 loop was measured at least as fast as the float32
+# XLA loop on a CPU with AMX (LSTM 1.25-1.33x at 512 units, 1.75x at 1024, 0.87x at 256;
+# GRU 1.04-1.10x at 512, 1.93x at 1024: BENCHMARKS.md, #12).
+BFLOAT16_UNITS = 512
+
+
+def cpu_has_amx():
+    """Whether this CPU's matrix units multiply bfloat16 (Linux's `amx_bf16` flag)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return any(line.startswith("flags") and "amx_bf16" in line.split() for line in cpuinfo)
+    except OSError:
+        return False
+
+
+def bfloat16_for(config, model):
+    """`config.bfloat16_products`, or whether its LSTM/GRU layers train faster in bfloat16
+    here: wide ones, without a GPU, on a CPU with AMX."""
+    if config.bfloat16_products is not None:
+        return config.bfloat16_products
+    wide = [layer for layer in model.layers if hasattr(layer, "bfloat16_products")
+            and layer.units >= BFLOAT16_UNITS
+            and getattr(layer.cell, "reset_after", True)  # else Keras' own loop, as with:
+            and not (layer.cell.dropout or layer.cell.recurrent_dropout)]
+    return bool(wide) and not tf.config.list_logical_devices("GPU") and cpu_has_amx()
+
+
 def cross_entropy(logits, targets):
     """Mean cross-entropy in nats over every unrolling and stream."""
     return tf.reduce_mean(
@@ -117,10 +144,18 @@ class Trainer:
             equal blocks of streams whose gradients are computed side by side
             (see `choose_shards`); the update is the unsplit one's. The batch
             must be divisible by it.
+        bfloat16_products: bool. The model's LSTM and GRU layers multiply in
+            bfloat16 while training (see `zoo.loops.make_lstm_loop`); their loop runs
+            outside XLA, so by default the train step does too.
     """
 
-    def __init__(self, model, optimizer, clip_norm, jit_compile=None, loss_steps="all", shards=1):
+    def __init__(self, model, optimizer, clip_norm, jit_compile=None, loss_steps="all", shards=1,
+                 bfloat16_products=False):
         self.model = model
+        self.bfloat16_products = bfloat16_products
+        for layer in model.layers:
+            if hasattr(layer, "bfloat16_products"):
+                layer.bfloat16_products = bfloat16_products  # which the XLA choice below reads
         self.optimizer = optimizer
         self.clip_norm = clip_norm
         self.loss_steps = loss_steps

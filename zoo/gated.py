@@ -14,7 +14,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from zoo.loops import gru_loop, lstm_loop, time_major
+from zoo.loops import bfloat16_gru_loop, bfloat16_lstm_loop, gru_loop, lstm_loop, time_major
 
 
 def fast_path_applies(layer, mask, training):
@@ -47,8 +47,9 @@ class GatedCharLMLayer:
     def xla_compiles_training(self):
         """Whether XLA can compile this layer's gradient inside the trainer's multi-step
         loop: it crashes (SIGSEGV, TF 2.21) on the autodiff of Keras' time loop there,
-        which the fused loops avoid and recurrent dropout brings back."""
-        return not self.cell.recurrent_dropout
+        which the fused loops avoid and recurrent dropout brings back. The bfloat16
+        loops run outside XLA."""
+        return not (self.cell.recurrent_dropout or getattr(self, "bfloat16_products", False))
 
     @staticmethod
     def logits_initializer():
@@ -78,6 +79,7 @@ class LSTM(GatedCharLMLayer, keras.layers.LSTM):
     """`keras.layers.LSTM` with a fused CPU loop; see the module docstring."""
 
     gates = ("input", "forget", "cell", "output")
+    bfloat16_products = False  # set by `training.step.Trainer`: see `zoo.loops.make_lstm_loop`
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
         if not fast_path_applies(self, mask, training):
@@ -86,8 +88,9 @@ class LSTM(GatedCharLMLayer, keras.layers.LSTM):
         projected = ops.matmul(time_major(sequences), cell.kernel)
         if cell.use_bias:
             projected = projected + cell.bias
-        hs, cs = lstm_loop(projected, initial_state[0], initial_state[1],
-                           tf.identity(cell.recurrent_kernel))
+        loop = bfloat16_lstm_loop if training and self.bfloat16_products else lstm_loop
+        hs, cs = loop(projected, initial_state[0], initial_state[1],
+                      tf.identity(cell.recurrent_kernel))
         return finish(self, hs, [hs, cs])
 
 
@@ -96,6 +99,7 @@ class GRU(GatedCharLMLayer, keras.layers.GRU):
     """`keras.layers.GRU` with a fused CPU loop (`reset_after=True`, Keras' default)."""
 
     gates = ("update", "reset", "candidate")
+    bfloat16_products = False  # set by `training.step.Trainer`: see `zoo.loops.make_lstm_loop`
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
         if not (self.cell.reset_after and fast_path_applies(self, mask, training)):
@@ -106,6 +110,6 @@ class GRU(GatedCharLMLayer, keras.layers.GRU):
         if cell.use_bias:
             projected = projected + cell.bias[0]
             recurrent_bias = tf.identity(cell.bias[1])
-        hs = gru_loop(projected, initial_state[0], tf.identity(cell.recurrent_kernel),
-                      recurrent_bias)
+        loop = bfloat16_gru_loop if training and self.bfloat16_products else gru_loop
+        hs = loop(projected, initial_state[0], tf.identity(cell.recurrent_kernel), recurrent_bias)
         return finish(self, hs, [hs])

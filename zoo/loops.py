@@ -103,81 +103,147 @@ def multiplicative_loop(activation):
     return loop
 
 
-@tf.custom_gradient
-def lstm_loop(projected, h0, c0, kernel):
-    """LSTM over `projected = x·W + b` `[time, batch, 4n]`; returns all h, all c."""
+def product_in(dtype):
+    """`product(a, b, **matmul_kwargs)`: `a·b` with `a` cast to `dtype` (`b` must already be),
+    accumulated in float32 and rounded to `dtype` by the MatMul, returned as float32."""
 
-    def step(carry, z_x):
-        h, c, _ = carry
-        i, f, g, o = tf.split(z_x + tf.matmul(h, kernel), 4, axis=-1)
-        i, f, g, o = tf.sigmoid(i), tf.sigmoid(f), tf.tanh(g), tf.sigmoid(o)
-        c = f * c + i * g
-        return o * tf.tanh(c), c, tf.concat([i, f, g, o], -1)
+    def product(a, b, **kwargs):
+        return tf.cast(tf.matmul(tf.cast(a, dtype), b, **kwargs), tf.float32)
 
-    gates0 = tf.zeros_like(projected[0])
-    hs, cs, gates = tf.scan(step, projected, initializer=(h0, c0, gates0))
-
-    def grad(d_hs, d_cs):
-        # An output nothing depends on may come back as None.
-        d_hs = tf.zeros_like(hs) if d_hs is None else d_hs
-        d_cs = tf.zeros_like(cs) if d_cs is None else d_cs
-        previous_h = tf.concat([h0[None], hs[:-1]], 0)
-        previous_c = tf.concat([c0[None], cs[:-1]], 0)
-
-        def back(carry, inputs):
-            dh_next, dc_next = carry[0], carry[1]
-            d_h, d_c, c, c_prev, gate = inputs
-            i, f, g, o = tf.split(gate, 4, axis=-1)
-            dh = d_h + dh_next
-            tanh_c = tf.tanh(c)
-            dc = d_c + dc_next + dh * o * (1 - tanh_c * tanh_c)
-            dz = tf.concat([dc * g * i * (1 - i), dc * c_prev * f * (1 - f),
-                            dc * i * (1 - g * g), dh * tanh_c * o * (1 - o)], -1)
-            return tf.matmul(dz, kernel, transpose_b=True), dc * f, dz
-
-        dh0, dc0, dz = tf.scan(back, (d_hs, d_cs, cs, previous_c, gates), reverse=True,
-                               initializer=(tf.zeros_like(h0), tf.zeros_like(c0), gates0))
-        return dz, dh0[0], dc0[0], weight_gradient(previous_h, dz)
-
-    return (hs, cs), grad
+    return product
 
 
-@tf.custom_gradient
-def gru_loop(projected, h0, kernel, bias):
-    """GRU (reset after) over `projected = x·W + b_in` `[time, batch, 3n]`; returns all h."""
+def lstm_step(z, c):
+    """One LSTM step from its preactivations `z = x·W + b + h·U`: `(h, c, gates)`."""
+    i, f, g, o = tf.split(z, 4, axis=-1)
+    i, f, g, o = tf.sigmoid(i), tf.sigmoid(f), tf.tanh(g), tf.sigmoid(o)
+    c = f * c + i * g
+    return o * tf.tanh(c), c, tf.concat([i, f, g, o], -1)
 
-    def step(carry, x):
-        h = carry[0]
-        x_z, x_r, x_h = tf.split(x, 3, axis=-1)
-        r_z, r_r, r_h = tf.split(tf.matmul(h, kernel) + bias, 3, axis=-1)
-        z, r = tf.sigmoid(x_z + r_z), tf.sigmoid(x_r + r_r)
-        candidate = tf.tanh(x_h + r * r_h)
-        return z * h + (1 - z) * candidate, tf.concat([z, r, candidate, r_h], -1)
 
-    saved0 = tf.zeros_like(tf.concat([projected[0], h0], -1))
-    hs, saved = tf.scan(step, projected, initializer=(h0, saved0))
+def lstm_step_gradient(d_h, d_c, c, c_prev, gate):
+    """`(dz, dc_prev)` of one step, from the gradients reaching its h and c."""
+    i, f, g, o = tf.split(gate, 4, axis=-1)
+    tanh_c = tf.tanh(c)
+    dc = d_c + d_h * o * (1 - tanh_c * tanh_c)
+    dz = tf.concat([dc * g * i * (1 - i), dc * c_prev * f * (1 - f),
+                    dc * i * (1 - g * g), d_h * tanh_c * o * (1 - o)], -1)
+    return dz, dc * f
 
-    def grad(d_hs):
-        previous = tf.concat([h0[None], hs[:-1]], 0)
 
-        def back(carry, inputs):
-            d_h, h_prev, kept = inputs
-            z, r, candidate, r_h = tf.split(kept, 4, axis=-1)
-            dh = d_h + carry[0]
-            d_candidate = dh * (1 - z) * (1 - candidate * candidate)
-            d_z = dh * (h_prev - candidate) * z * (1 - z)
-            d_r = d_candidate * r_h * r * (1 - r)
-            d_inner = tf.concat([d_z, d_r, d_candidate * r], -1)
-            d_x = tf.concat([d_z, d_r, d_candidate], -1)
-            return dh * z + tf.matmul(d_inner, kernel, transpose_b=True), d_x, d_inner
+def make_lstm_loop(product_dtype=tf.float32, step=lstm_step, step_gradient=lstm_step_gradient):
+    """An LSTM loop over `projected = x·W + b` `[time, batch, 4n]`: `loop(projected, h0,
+    c0, U) -> (all h, all c)`, its products in `product_dtype` (accumulated in float32,
+    rounded to it; state, gates and gradients stay float32)."""
 
-        dh0, d_x, d_inner = tf.scan(
-            back, (d_hs, previous, saved), reverse=True,
-            initializer=(tf.zeros_like(h0), tf.zeros_like(projected[0]), tf.zeros_like(projected[0])))
-        return (d_x, dh0[0], weight_gradient(previous, d_inner),
-                tf.reduce_sum(d_inner, axis=[0, 1]))
+    product = product_in(product_dtype)
 
-    return hs, grad
+    @tf.custom_gradient
+    def loop(projected, h0, c0, kernel):
+        narrow_kernel = tf.cast(kernel, product_dtype)
+
+        def forward(carry, z_x):
+            h, c, _ = carry
+            return step(z_x + product(h, narrow_kernel), c)
+
+        gates0 = tf.zeros_like(projected[0])
+        hs, cs, gates = tf.scan(forward, projected, initializer=(h0, c0, gates0))
+
+        def grad(d_hs, d_cs):
+            # An output nothing depends on may come back as None.
+            d_hs = tf.zeros_like(hs) if d_hs is None else d_hs
+            d_cs = tf.zeros_like(cs) if d_cs is None else d_cs
+            previous_h = tf.concat([h0[None], hs[:-1]], 0)
+            previous_c = tf.concat([c0[None], cs[:-1]], 0)
+
+            def back(carry, inputs):
+                d_h, d_c, c, c_prev, gate = inputs
+                dz, dc = step_gradient(d_h + carry[0], d_c + carry[1], c, c_prev, gate)
+                return product(dz, narrow_kernel, transpose_b=True), dc, dz
+
+            dh0, dc0, dz = tf.scan(back, (d_hs, d_cs, cs, previous_c, gates), reverse=True,
+                                   initializer=(tf.zeros_like(h0), tf.zeros_like(c0), gates0))
+            narrow = [tf.cast(t, product_dtype) for t in (previous_h, dz)]
+            return dz, dh0[0], dc0[0], tf.cast(weight_gradient(*narrow), tf.float32)
+
+        return (hs, cs), grad
+
+    return loop
+
+
+# For XLA: the whole loop, forward and backward, compiles into the train step.
+lstm_loop = make_lstm_loop()
+
+# For a CPU whose matrix units multiply bfloat16 (AMX): XLA's dot does not use them, and
+# TensorFlow's own MatMul (oneDNN) does, so this loop runs outside XLA, each step's
+# element-wise work one small compiled call (without XLA it would be ~15 ops a step).
+# See `training.step.bfloat16_for` for where it was measured faster.
+bfloat16_lstm_loop = make_lstm_loop(
+    tf.bfloat16, tf.function(lstm_step, jit_compile=True, autograph=False),
+    tf.function(lstm_step_gradient, jit_compile=True, autograph=False))
+
+
+def gru_step(x, hidden_product, recurrent_bias, h):
+    """One GRU step (reset after) from `x·W + b_in` and `h·U`: `(h, kept for the gradient)`."""
+    x_z, x_r, x_h = tf.split(x, 3, axis=-1)
+    r_z, r_r, r_h = tf.split(hidden_product + recurrent_bias, 3, axis=-1)
+    z, r = tf.sigmoid(x_z + r_z), tf.sigmoid(x_r + r_r)
+    candidate = tf.tanh(x_h + r * r_h)
+    return z * h + (1 - z) * candidate, tf.concat([z, r, candidate, r_h], -1)
+
+
+def gru_step_gradient(dh, h_prev, kept):
+    """From the gradient reaching a step's h: `(its part that reaches h_prev directly,
+    d(x·W + b_in), d(h_prev·U + b_rec))`."""
+    z, r, candidate, r_h = tf.split(kept, 4, axis=-1)
+    d_candidate = dh * (1 - z) * (1 - candidate * candidate)
+    d_z = dh * (h_prev - candidate) * z * (1 - z)
+    d_r = d_candidate * r_h * r * (1 - r)
+    return (dh * z, tf.concat([d_z, d_r, d_candidate], -1),
+            tf.concat([d_z, d_r, d_candidate * r], -1))
+
+
+def make_gru_loop(product_dtype=tf.float32, step=gru_step, step_gradient=gru_step_gradient):
+    """A GRU loop (reset after) over `projected = x·W + b_in` `[time, batch, 3n]`:
+    `loop(projected, h0, U, b_rec) -> all h`, its products in `product_dtype` as in
+    `make_lstm_loop`."""
+
+    product = product_in(product_dtype)
+
+    @tf.custom_gradient
+    def loop(projected, h0, kernel, bias):
+        narrow_kernel = tf.cast(kernel, product_dtype)
+
+        def forward(carry, x):
+            return step(x, product(carry[0], narrow_kernel), bias, carry[0])
+
+        saved0 = tf.zeros_like(tf.concat([projected[0], h0], -1))
+        hs, saved = tf.scan(forward, projected, initializer=(h0, saved0))
+
+        def grad(d_hs):
+            previous = tf.concat([h0[None], hs[:-1]], 0)
+
+            def back(carry, inputs):
+                d_h, h_prev, kept = inputs
+                d_through, d_x, d_inner = step_gradient(d_h + carry[0], h_prev, kept)
+                return d_through + product(d_inner, narrow_kernel, transpose_b=True), d_x, d_inner
+
+            zeros = tf.zeros_like(projected[0])
+            dh0, d_x, d_inner = tf.scan(back, (d_hs, previous, saved), reverse=True,
+                                        initializer=(tf.zeros_like(h0), zeros, zeros))
+            narrow = [tf.cast(t, product_dtype) for t in (previous, d_inner)]
+            return (d_x, dh0[0], tf.cast(weight_gradient(*narrow), tf.float32),
+                    tf.reduce_sum(d_inner, axis=[0, 1]))
+
+        return hs, grad
+
+    return loop
+
+
+gru_loop = make_gru_loop()  # as lstm_loop and bfloat16_lstm_loop
+bfloat16_gru_loop = make_gru_loop(
+    tf.bfloat16, tf.function(gru_step, jit_compile=True, autograph=False),
+    tf.function(gru_step_gradient, jit_compile=True, autograph=False))
 
 
 def elementwise_cell_loop(combine, names, carried_count):
