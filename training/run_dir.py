@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 
 from training.config import Config
+from training.step import keeps_average, make_optimizer
 from zoo import presets
 
 # What a resumed run cannot change: its checkpoints hold weights, optimizer slots,
@@ -291,8 +292,6 @@ def load_run_model(path):
         FileNotFoundError: not a run, or no readable checkpoint.
         RunDirError: a run file is not JSON, or the checkpoint does not fit the model.
     """
-    from training.step import keeps_average, make_optimizer
-
     run = RunDir(path)
     config = run.config()
     alphabet = run.alphabet()["alphabet"]
