@@ -11,7 +11,7 @@ from benchmarks.rows import row
 from training import config
 from training.batches import Windows
 from training.run_dir import build_model
-from training.step import Trainer, bfloat16_for, make_optimizer, shards_for
+from training.step import make_optimizer, make_trainer
 
 ALPHABET = " abcdefghijklmnopqrstuvwxyz"
 TINY = {"batch_size": 4, "unrollings": 5, "model": {"units": 8}}
@@ -51,9 +51,7 @@ def our_train_step(recipe, steps_per_execution):
     """charzoo's training end to end: the next windows from `Windows`, then one
     compiled call of `steps_per_execution` train steps, the state carried."""
     model = build_model(recipe, len(ALPHABET))
-    trainer = Trainer(model, make_optimizer(recipe), recipe.clip_norm,
-                      shards=shards_for(recipe, model),
-                      bfloat16_products=bfloat16_for(recipe, model))
+    trainer = make_trainer(recipe, model)
     ids = np.random.default_rng(0).integers(0, len(ALPHABET), 2_000_000, dtype=np.uint8)
     windows = Windows(ids, recipe.batch_size, recipe.unrollings)
     carry = [model.initial_state(recipe.batch_size), 0]
@@ -163,9 +161,12 @@ def width_rows(tiny, effort):
                                           len(ALPHABET), s.optimizer, s.learning_rate,
                                           s.clip_norm, "tanh", peer_embedding(s)]
     has_torch = peers.torch_version() is not None
-    torch_speeds = peers.torch_rates(specs, repeats, seconds) if has_torch else {}
     rows = []
     for (family, units), s in shapes.items():
+        # Each peer right before ours: this VM's speed drifts by 20-50% over minutes, and
+        # a sweep measuring all of PyTorch first had rows change sides from run to run.
+        name = f"{family}-{units}"
+        torch_speed = peers.torch_rates({name: specs[name]}, repeats, seconds)[name] if has_torch else None
         chars, per_call = s.batch_size * s.unrollings, s.steps_per_execution
         ours = rate(our_train_step(s, per_call)[0], per_call * chars, repeats, seconds)
         label = f"train {family} width {units} (b{s.batch_size} u{s.unrollings})"
@@ -175,7 +176,7 @@ def width_rows(tiny, effort):
         rows.append(row(label, ours, "chars/s", f"Keras {family.upper()}({units})", keras_speed,
                         target=1.0))
         rows.append(row(label, ours, "chars/s", f"torch nn.{family.upper()}({units})",
-                        torch_speeds.get(f"{family}-{units}"), target=1.0,
+                        torch_speed, target=1.0,
                         note=None if has_torch else "torch not importable: skipped"))
     return rows
 

@@ -19,8 +19,8 @@ from training.export import export_run
 from training.progress import TrainingProgress
 from training.run_dir import (BestCheckpoint, CheckpointMismatch, RunDir, RunDirError, build_model,
                               dropout_seed_states)
-from training.step import (Trainer, averaged_weights, bfloat16_for, keeps_average, make_optimizer,
-                           sample_text, set_seed, shards_for)
+from training.step import (Trainer, averaged_weights, keeps_average, make_optimizer, make_trainer,
+                           sample_text, set_seed)
 from training.tensorboard import TensorBoardLogger
 
 
@@ -166,10 +166,7 @@ def train(config: Config, run_dir, corpus=None):
         model = build_model(config, len(corpus.alphabet))
         optimizer = make_optimizer(config)
         trainer = (DistributedTrainer(strategy, model, optimizer, config.clip_norm, config.loss_steps)
-                   if strategy else Trainer(model, optimizer, config.clip_norm,
-                                            loss_steps=config.loss_steps,
-                                            shards=shards_for(config, model),
-                                            bfloat16_products=bfloat16_for(config, model)))
+                   if strategy else make_trainer(config, model, optimizer))
     position = tf.Variable(0, dtype=tf.int64, name="position")  # windows consumed, skipped ones too
     state = tf.Variable(model.initial_state(config.batch_size), name="carried_state")
     characters = tf.Variable(0, dtype=tf.int64, name="characters_seen")

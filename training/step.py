@@ -116,6 +116,14 @@ def bfloat16_for(config, model):
     return bool(wide) and not tf.config.list_logical_devices("GPU") and cpu_has_amx()
 
 
+def make_trainer(config, model, optimizer=None):
+    """The `Trainer` that `config` asks for on this machine: its recipe, and the blocks of
+    streams and the products' dtype chosen for `model` here."""
+    return Trainer(model, optimizer or make_optimizer(config), config.clip_norm,
+                   loss_steps=config.loss_steps, shards=shards_for(config, model),
+                   bfloat16_products=bfloat16_for(config, model))
+
+
 def cross_entropy(logits, targets):
     """Mean cross-entropy in nats over every unrolling and stream."""
     return tf.reduce_mean(
