@@ -119,7 +119,8 @@ def bfloat16_for(config, model):
 def make_trainer(config, model, optimizer=None):
     """The `Trainer` that `config` asks for on this machine: its recipe, and the blocks of
     streams and the products' dtype chosen for `model` here."""
-    return Trainer(model, optimizer or make_optimizer(config), config.clip_norm,
+    optimizer = make_optimizer(config) if optimizer is None else optimizer
+    return Trainer(model, optimizer, config.clip_norm,
                    loss_steps=config.loss_steps, shards=shards_for(config, model),
                    bfloat16_products=bfloat16_for(config, model))
 
