@@ -95,11 +95,14 @@ def train_rows(tiny, effort):
     repeats, seconds = effort[:2]
     vocabulary, rows, speeds = len(ALPHABET), [], {}
     has_torch = peers.torch_version() is not None
-    torch_speeds = peers.torch_rates(torch_train_specs(tiny), repeats, seconds) if has_torch else {}
+    torch_specs = torch_train_specs(tiny)
     peak = matmul_peak(repeats, seconds, 256 if tiny else 2048)
     rows.append(row("matmul 2048x2048 float32 (TF)", peak / 1e9, "GFLOP/s"))
     for family in FAMILIES:
         label, shapes, kind, width, activation = peer_setup(family, tiny)
+        # Each PyTorch peer right before ours, as in `width_rows`: the VM drifts over minutes.
+        torch_speed = (peers.torch_rates({family: torch_specs[family]}, repeats, seconds)[family]
+                       if has_torch else None)
         batch, unrollings, clip = shapes.batch_size, shapes.unrollings, shapes.clip_norm
         units, chars, per_call = shapes.model["units"], batch * unrollings, shapes.steps_per_execution
         step, model = our_train_step(shapes, per_call)
@@ -120,7 +123,7 @@ def train_rows(tiny, effort):
             activation, peer_embedding(shapes)), chars, repeats, seconds)
         rows.append(row(label, ours, "chars/s", f"Keras {name}({width})", keras_speed, target=1.0))
         torch_name = f"torch nn.{'RNN' if kind == 'simple' else name}({width})"
-        rows.append(row(label, ours, "chars/s", torch_name, torch_speeds.get(family),
+        rows.append(row(label, ours, "chars/s", torch_name, torch_speed,
                         target=1.0 if gated else None,
                         note=None if has_torch else "torch not importable: skipped"))
         achieved = ours * flops_per_char(model)
