@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from training import config as configuration
 from training.batches import Windows
-from training.step import (Trainer, averaged_weights, bfloat16_for, choose_shards,
+from training.step import (Trainer, average_momentum, averaged_weights, bfloat16_for, choose_shards,
                            learning_rate_schedule, make_optimizer)
 from zoo import CharLM
 from zoo.loops import bfloat16_gru_loop, bfloat16_lstm_loop, gru_loop, lstm_loop
@@ -239,6 +239,11 @@ def test_weight_average_must_be_a_momentum():
     assert tiny_config(weight_average=0.99).weight_average == 0.99
 
 
+def test_the_average_warms_up_to_its_momentum():
+    momenta = [float(average_momentum(float(step), 0.99)) for step in (0, 1, 10, 990, 5000)]
+    np.testing.assert_allclose(momenta, [0, 1 / 11, 0.5, 0.99, 0.99], rtol=1e-6)
+
+
 def test_the_averaged_weights_are_the_moving_average_and_only_inside():
     model = CharLM("arch1", 5, 8)
     optimizer = make_optimizer(tiny_config(optimizer="sgd", learning_rate=0.5, weight_average=0.75))
@@ -252,8 +257,9 @@ def test_the_averaged_weights_are_the_moving_average_and_only_inside():
     for _ in range(3):
         state = trainer.train_step(inputs, tf.roll(inputs, -1, 1), state)["state"]
         snapshots.append([v.numpy().copy() for v in model.trainable_variables])
-    # Keras' EMA starts from the first step's weights; each later step moves it by 1 - momentum.
-    expected = [0.75 * (0.75 * a + 0.25 * b) + 0.25 * c for a, b, c in zip(*snapshots)]
+    # The average starts from the first step's weights; step t moves it by 1 - min(0.75, t / (t + 10)).
+    m1, m2 = 1 / 11, 2 / 12
+    expected = [m2 * (m1 * a + (1 - m1) * b) + (1 - m2) * c for a, b, c in zip(*snapshots)]
     with averaged_weights(model, optimizer):
         inside = [v.numpy().copy() for v in model.trainable_variables]
     for value, wanted, last in zip(inside, expected, snapshots[-1]):

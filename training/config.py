@@ -23,8 +23,9 @@ class Config:
     decay_steps: int  # steps per decay period
     staircase: bool  # decay in whole periods (True) or smoothly (False)
     clip_norm: float  # gradients are clipped to this global norm
-    # momentum of an exponential moving average of the weights (Keras' optimizer EMA) that
-    # validation, test, the best weights and the export use; None: the trained weights
+    # momentum of a moving average of the weights (Keras' optimizer EMA, warmed up: see
+    # `training.step.average_momentum`) that validation, test, the best weights and the
+    # export use; None: the trained weights
     weight_average: float | None = None
     loss_steps: str = "all"  # train from the loss of every unrolling, or of the "last" one only
     steps_per_execution: int = 25  # train steps per compiled call; a call costs ~a small step

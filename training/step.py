@@ -32,13 +32,41 @@ def learning_rate_schedule(config):
     )
 
 
+def average_momentum(step, momentum):
+    """The moving average's momentum at `step` (0 at the first): it spans the steps so far
+    until it reaches `momentum`, at step 99 for 0.9 and 990 for 0.99."""
+    return keras.ops.minimum(momentum, step / (step + 10))
+
+
+class AverageWarmup:
+    """Optimizer mixin: the moving average of the weights with momentum `min(m, t / (t + 10))`
+    at step t (as `tf.train.ExponentialMovingAverage`'s `num_updates`) instead of Keras' `m`
+    from the first step on. Keras' average starts at the first step's weights and takes
+    ~1 / (1 - m) steps to forget them: at 0.99 the first ~100 steps, 30-40 s of a 512-unit
+    LSTM whose early validations, and any short run, then score weights from its start."""
+
+    def _update_model_variables_moving_average(self, trainable_variables):
+        # Called by Keras' `apply` after the update and before `iterations` counts it.
+        momentum = average_momentum(keras.ops.cast(self.iterations, "float32"), self.ema_momentum)
+        for variable, average in zip(trainable_variables, self._model_variables_moving_average):
+            if average is not None:
+                m = keras.ops.cast(momentum, variable.dtype)
+                average.assign(m * average + (1 - m) * variable)
+
+
+@functools.cache
+def with_average_warmup(optimizer_class):
+    return type(optimizer_class.__name__, (AverageWarmup, optimizer_class), {})
+
+
 def make_optimizer(config):
     # No clipnorm here: Keras' clipnorm clips each tensor alone; the train step
     # clips the global norm itself, so it can also report the norm it saw.
     momentum = getattr(config, "weight_average", None)  # the names classifier has none
-    average = {"use_ema": True, "ema_momentum": momentum} if momentum else {}
-    return OPTIMIZER_CLASSES[config.optimizer](learning_rate=learning_rate_schedule(config),
-                                               **average)
+    if not momentum:
+        return OPTIMIZER_CLASSES[config.optimizer](learning_rate=learning_rate_schedule(config))
+    return with_average_warmup(OPTIMIZER_CLASSES[config.optimizer])(
+        learning_rate=learning_rate_schedule(config), use_ema=True, ema_momentum=momentum)
 
 
 def keeps_average(optimizer):
