@@ -34,13 +34,13 @@ def learning_rate_schedule(config):
 
 def average_momentum(step, momentum):
     """The moving average's momentum at `step` (0 at the first): it spans the steps so far
-    until it reaches `momentum`, at step 99 for 0.9 and 990 for 0.99."""
+    until it reaches `momentum`, at step 90 for 0.9 and 990 for 0.99."""
     return keras.ops.minimum(momentum, step / (step + 10))
 
 
 class AverageWarmup:
     """Optimizer mixin: the moving average of the weights with momentum `min(m, t / (t + 10))`
-    at step t (as `tf.train.ExponentialMovingAverage`'s `num_updates`) instead of Keras' `m`
+    at step t (like `tf.train.ExponentialMovingAverage` with `num_updates`) instead of Keras' `m`
     from the first step on. Keras' average starts at the first step's weights and takes
     ~1 / (1 - m) steps to forget them: at 0.99 the first ~100 steps, 30-40 s of a 512-unit
     LSTM whose early validations, and any short run, then score weights from its start."""
