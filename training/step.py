@@ -14,14 +14,6 @@ import tensorflow as tf
 from training.batches import evaluation_windows
 from zoo import sampling
 
-OPTIMIZER_CLASSES = {
-    "adadelta": keras.optimizers.Adadelta,
-    "sgd": keras.optimizers.SGD,
-    "adam": keras.optimizers.Adam,
-    "rmsprop": keras.optimizers.RMSprop,
-}
-
-
 # What `train_steps` returns per step (stacked), beside the final state.
 PER_STEP = {"loss": tf.float32, "grad_norm": tf.float32, "clipped": tf.bool, "finite": tf.bool}
 
@@ -54,19 +46,21 @@ class AverageWarmup:
                 average.assign(m * average + (1 - m) * variable)
 
 
-@functools.cache
-def with_average_warmup(optimizer_class):
-    return type(optimizer_class.__name__, (AverageWarmup, optimizer_class), {})
+# Keras' optimizers with the warm-up (which Keras calls only with `use_ema`).
+OPTIMIZER_CLASSES = {
+    name: type(optimizer.__name__, (AverageWarmup, optimizer), {})
+    for name, optimizer in {"adadelta": keras.optimizers.Adadelta, "sgd": keras.optimizers.SGD,
+                            "adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop}.items()
+}
 
 
 def make_optimizer(config):
     # No clipnorm here: Keras' clipnorm clips each tensor alone; the train step
     # clips the global norm itself, so it can also report the norm it saw.
     momentum = getattr(config, "weight_average", None)  # the names classifier has none
-    if not momentum:
-        return OPTIMIZER_CLASSES[config.optimizer](learning_rate=learning_rate_schedule(config))
-    return with_average_warmup(OPTIMIZER_CLASSES[config.optimizer])(
-        learning_rate=learning_rate_schedule(config), use_ema=True, ema_momentum=momentum)
+    average = {"use_ema": True, "ema_momentum": momentum} if momentum else {}
+    return OPTIMIZER_CLASSES[config.optimizer](learning_rate=learning_rate_schedule(config),
+                                               **average)
 
 
 def keeps_average(optimizer):
