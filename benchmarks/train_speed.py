@@ -47,6 +47,15 @@ def matmul_peak(repeats, seconds, size=2048):
     return rate(lambda: tf.linalg.matmul(a, a).numpy(), 2 * size**3, repeats, seconds)
 
 
+def call_rate(repeats, seconds):
+    """Calls a second of a compiled scalar add. The matmul row gauges the machine at large
+    products; this one at the small, dispatch-bound work that Arch 1 and 2, sampling and the
+    service are made of. A VM can slow one kind and not the other, so reading both tells a
+    slow spell from a slower tree."""
+    add, one = tf.function(lambda x: x + 1.0), tf.constant(1.0)
+    return rate(lambda: add(one).numpy(), 1, repeats, seconds)
+
+
 def our_train_step(recipe, steps_per_execution):
     """charzoo's training end to end: the next windows from `Windows`, then one
     compiled call of `steps_per_execution` train steps, the state carried."""
@@ -98,6 +107,7 @@ def train_rows(tiny, effort):
     torch_specs = torch_train_specs(tiny)
     peak = matmul_peak(repeats, seconds, 256 if tiny else 2048)
     rows.append(row("matmul 2048x2048 float32 (TF)", peak / 1e9, "GFLOP/s"))
+    rows.append(row("tf.function call, a scalar add (TF)", call_rate(repeats, seconds), "calls/s"))
     for family in FAMILIES:
         label, shapes, kind, width, activation = peer_setup(family, tiny)
         # Each PyTorch peer right before ours, as in `width_rows`: the VM drifts over minutes.

@@ -18,6 +18,7 @@ def test_tiny_run_rows_are_consistent():
     names = [r["name"] for r in result["rows"]]
     assert any(n.startswith("train lstm") for n in names)
     assert any(n.startswith("Windows") for n in names)
+    assert "tf.function call, a scalar add (TF)" in names  # the machine's dispatch speed
     for r in result["rows"]:
         assert KEYS <= set(r)
         assert r["value"] > 0
