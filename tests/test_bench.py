@@ -2,6 +2,7 @@
 
 import json
 import math
+import time
 
 import pytest
 
@@ -87,6 +88,25 @@ def test_a_quality_seed_reaches_charzoo_and_the_table_prints_bpc_to_a_thousandth
     assert "2.158" in table and "2.136" in table and "2.160" in table and "2.122" in table, table
     assert main(["bench", "--quick", "--seed", "1"]) == 2  # a quality option, no quality section
     assert "add --quality" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arguments, expected", [
+    (["--quality", "--seconds", "0"], "--seconds 0: give a positive"),  # hung: 0 was no budget
+    (["--quality", "--seconds", "nan"], "--seconds nan: give a positive"),
+    (["--only", "names", "--names-seconds", "-5", "--names-data", "."], "--names-seconds -5"),
+    (["--quality", "--plot", "/nonexistent/curves.png"], "/nonexistent is not a writable directory"),
+    (["--quality", "--plot", "curves.txt"], "give a .png, .pdf or .svg file"),
+    (["--only", "names", "--names-data", "/nonexistent"], "--names-data: /nonexistent is not a directory"),
+    (["--quality", "--data", "/nonexistent/corpus.txt"], "no corpus at '/nonexistent/corpus.txt'"),
+])
+def test_bench_inputs_that_would_fail_late_are_refused_at_once_in_one_line(arguments, expected, capsys):
+    from training.cli import main
+
+    started = time.monotonic()
+    assert main(["bench", *arguments]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("charzoo: error: ") and expected in err, err
+    assert time.monotonic() - started < 30  # before any benchmark ran
 
 
 # ~30 s and a third busy process beside pytest-xdist's two: it starves the timing tests in CI.

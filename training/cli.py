@@ -223,9 +223,30 @@ def cmd_zoo_build(args):
     print(zoo_build.markdown_table(rows, args.data or "text8"))
 
 
+def check_bench_inputs(args):
+    """Rejects the inputs that would otherwise fail, or hang, only after minutes of benchmarking."""
+    for flag, seconds in (("--seconds", args.seconds), ("--names-seconds", args.names_seconds)):
+        if seconds is not None and not 0 < seconds < float("inf"):
+            raise UserError(f"{flag} {seconds:g}: give a positive number of seconds")
+    if args.plot:
+        plot = Path(args.plot)
+        if plot.suffix.lower() not in (".png", ".pdf", ".svg"):
+            raise UserError(f"--plot {args.plot}: give a .png, .pdf or .svg file")
+        if not plot.parent.is_dir() or not os.access(plot.parent, os.W_OK):
+            raise UserError(f"--plot {args.plot}: {plot.parent} is not a writable directory")
+    if args.names_data:
+        from training import labelled
+        try:
+            labelled.read_classes(args.names_data)
+        except ValueError as error:
+            raise UserError(f"--names-data: {error}") from None
+
+
 def cmd_bench(args):
     from benchmarks import bench, names, quality
+    from training import data
 
+    check_bench_inputs(args)
     sections = (args.only.split(",") if args.only else
                 bench.QUICK_SECTIONS if args.quick else bench.SECTIONS)
     unknown = set(sections) - set(bench.SECTIONS)
@@ -254,8 +275,11 @@ def cmd_bench(args):
         raise UserError(f"--names-rows {','.join(sorted(unknown))}: valid rows: {', '.join(names.ROWS)}")
     if "names" in sections and not args.names_data:
         print("charzoo: bench: the names section needs --names-data DIR; skipped", file=sys.stderr)
-    result = bench.run(quick=args.quick, sections=sections, quality_options=options,
-                       names_options=names_options)
+    try:
+        result = bench.run(quick=args.quick, sections=sections, quality_options=options,
+                           names_options=names_options)
+    except data.DataError as error:  # the quality section's corpus, read before any training
+        raise UserError(str(error)) from None
     print(json.dumps(result, indent=2) if args.json else bench.format_table(result))
 
 
