@@ -209,8 +209,8 @@ def check(config):
         raise ValueError(f"weight_average must be between 0 and 1 (or none), got {config.weight_average}")
     for name in ("steps", "epochs", "max_time"):
         value = getattr(config, name)
-        if value is not None and value < 0:
-            raise ValueError(f"{name} must not be negative, got {value}")
+        if value is not None and not value >= 0:  # NaN too: it never ran out
+            raise ValueError(f"{name} must be zero or more, got {value}")
     for name in ("eval_every", "eval_every_seconds"):
         value = getattr(config, name)
         if value is not None and not value > 0:
