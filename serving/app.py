@@ -335,8 +335,9 @@ def serve(models_dir, host="127.0.0.1", port=8000, max_connections=512, **option
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
         try:
             probe.bind((host, port))
-        except OSError as error:
-            raise OSError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+        except (OSError, OverflowError) as error:  # OverflowError: a port outside 0-65535
+            message = getattr(error, "strerror", None) or error
+            raise OSError(f"cannot listen on {host}:{port}: {message}") from None
     app = create_app(models_dir, **options)
     header_timeout = options.get("body_timeout", 10.0)
     uvicorn.Server(server_config(app, host, port, max_connections, header_timeout)).run()

@@ -429,6 +429,9 @@ def test_sample_and_serve_refuse_impossible_values_without_a_traceback(library, 
         assert main(["serve", "--models", str(library["good"].parent), "--port", str(port)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"cannot listen on 127.0.0.1:{port}" in err
+    assert main(["serve", "--models", str(library["good"].parent), "--port", "99999"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot listen on 127.0.0.1:99999: bind(): port must be 0-65535" in err
 
 
 def test_sampling_a_corrupt_export_is_a_one_line_error(library, tmp_path, capsys):
