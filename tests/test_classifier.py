@@ -155,6 +155,12 @@ def test_user_errors_are_one_line_without_a_traceback(trained, tmp_path, capsys)
         (["classify", "train", "gru", "--data", str(trained["data"]), "--set", "unrollings=5"],
          "--set unrollings: unknown setting; valid: batch_size"),  # a language model's setting
         (["classify", "eval", str(tmp_path)], "config.json is missing"),
+        (["classify", "train", "gru", "--data", str(trained["data"]), "--max-time", "nan"],
+         "max_time must be positive (or none), got nan"),  # ran until killed
+        (["classify", "train", "gru", "--data", str(trained["data"]), "--max-time", "-3"],
+         "max_time must be positive"),  # trained a step and exported it
+        (["classify", "train", "gru", "--data", str(trained["data"]), "--epochs", "0"],
+         "epochs must be positive"),  # ran for the default 120 s
         (["classify", "predict", str(trained["run"]), ""], "at least one character"),
     ]:
         assert main(argv) == 2

@@ -62,6 +62,9 @@ def resolve(preset, data, overrides=None):
     config = ClassifierConfig(preset=preset.lower(), model=model, data=str(data), **overrides)
     if not (config.max_time or config.epochs):
         raise ValueError("a classifier run needs a limit: max_time or epochs")
+    for name in ("max_time", "epochs"):  # NaN would never run out, 0 or less would not train
+        if getattr(config, name) is not None and not getattr(config, name) > 0:
+            raise ValueError(f"{name} must be positive (or none), got {getattr(config, name)}")
     for name in ("batch_size", "learning_rate", "clip_norm", "decay_rate", "decay_steps",
                  "eval_every_seconds"):
         if not getattr(config, name) > 0:
