@@ -211,6 +211,8 @@ def test_cli_trains_and_evaluates_the_builtin_corpus(tmp_path, capsys):
     (["train", "arch1", "--set", "bogus=1"], "unknown setting"),
     (["train", "arch1", "--batch-size", "0", "--data", "builtin"], "batch_size must be positive"),
     (["train", "arch1", "--max-time", "nan", "--data", "builtin"], "max_time must be zero or more, got nan"),
+    (["train", "arch1", "--set", "clip_norm=inf", "--data", "builtin"], "clip_norm must be positive and finite"),
+    (["train", "arch1", "--set", "sample_length=-1", "--data", "builtin"], "sample_length must be zero or more"),
     (["train", "arch1", "--data", "/no/such/file"], "no corpus at"),
     (["eval", "/no/such/run"], "not a run directory"),
     (["score", "/no/such/model", "--text", "a"], "neither an exported model"),

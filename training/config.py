@@ -193,9 +193,12 @@ def check(config):
                  "eval_streams"):
         if getattr(config, name) <= 0:
             raise ValueError(f"{name} must be positive, got {getattr(config, name)}")
-    for name in ("learning_rate", "clip_norm", "decay_rate"):
-        if not getattr(config, name) > 0:
-            raise ValueError(f"{name} must be positive, got {getattr(config, name)}")
+    for name in ("learning_rate", "clip_norm", "decay_rate"):  # inf: clipping to inf gave NaN
+        if not 0 < getattr(config, name) < float("inf"):
+            raise ValueError(f"{name} must be positive and finite, got {getattr(config, name)}")
+    for name in ("eval_characters", "sample_length"):
+        if getattr(config, name) < 0:
+            raise ValueError(f"{name} must be zero or more, got {getattr(config, name)}")
     if config.batch_shards is not None and not (
             config.batch_shards > 0 and config.batch_size % config.batch_shards == 0):
         raise ValueError(f"batch_shards must be a positive divisor of batch_size "
