@@ -91,7 +91,7 @@ def test_a_quality_seed_reaches_charzoo_and_the_table_prints_bpc_to_a_thousandth
 
 
 @pytest.mark.parametrize("arguments, expected", [
-    (["--quality", "--seconds", "0"], "--seconds 0: give a positive"),  # hung: 0 was no budget
+    (["--quality", "--seconds", "0"], "--seconds 0: give a positive"),  # had no result after 300 s
     (["--quality", "--seconds", "nan"], "--seconds nan: give a positive"),
     (["--only", "names", "--names-seconds", "-5", "--names-data", "."], "--names-seconds -5"),
     (["--quality", "--plot", "/nonexistent/curves.png"], "/nonexistent is not a writable directory"),
