@@ -97,6 +97,24 @@ def test_step_reproduces_the_keras_model(run):
     np.testing.assert_allclose(out["state"].numpy(), new_state.numpy(), atol=1e-5)
 
 
+@pytest.mark.parametrize("signature, arguments, message", [
+    ("step", {"ids": [[1]], "state": (1, 3)}, r"state must be \[batch, 32\]"),  # failed deep in the model
+    ("step", {"ids": [[1]], "state": (2, 32)}, r"state must be \[batch, 32\]"),  # broadcast silently
+    ("step", {"ids": [[27]], "state": (1, 32)}, "ids must be less than the size of the alphabet"),
+    ("score_from", {"text": ["ab"], "last_ids": [0, 0], "state": (1, 32)}, "one row of ids per row"),
+    ("resume", {"last_ids": [0], "state": (1, 31), "length": 3, "temperature": [1.0], "top_k": [0],
+                "top_p": [1.0], "seed": [1], "index": [0], "offset": 0}, r"state must be \[batch, 32\]"),
+])
+def test_a_state_that_does_not_fit_is_named_not_broadcast(run, signature, arguments, message):
+    assert run["model"].state_size == 32 and len(ALPHABET) == 27
+    function = run["loaded"].signatures[signature]
+    specs = function.structured_input_signature[1]
+    inputs = {name: tf.zeros(value) if name == "state" else tf.constant(value, specs[name].dtype)
+              for name, value in arguments.items()}
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        function(**inputs)
+
+
 def test_seeded_text_is_reproducible_and_rows_differ(run):
     texts = generate(run["loaded"], ["the cat", "the cat"], length=40, seed=5)
     assert texts == generate(run["loaded"], ["the cat", "the cat"], length=40, seed=5)

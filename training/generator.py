@@ -186,6 +186,23 @@ class Generator:
                 "bpc": tf.math.divide_no_nan(total, tf.cast(lengths, tf.float32)),
                 "state": state, "last_ids": last}
 
+    def _checked(self, state, ids, batch):
+        """`(state, ids)` once `state` is `[batch, state_size]`, `ids` of `batch` rows and
+        all in the alphabet. The signatures that take a state from the caller check it: a
+        wrong one failed deep in the model, or broadcast silently against a batch of 1."""
+        size = self.state_size
+        checks = [
+            tf.debugging.assert_equal(tf.shape(state), tf.stack([batch, size]), message=(
+                f"state must be [batch, {size}] (initial_state's, start's or an earlier call's), "
+                "with as many rows as the ids or texts")),
+            tf.debugging.assert_equal(tf.shape(ids)[0], batch, message="one row of ids per row of state"),
+            tf.debugging.assert_non_negative(ids, message="ids must be >= 0"),
+            tf.debugging.assert_less(ids, tf.size(self.chars),
+                                     message="ids must be less than the size of the alphabet"),
+        ]
+        with tf.control_dependencies(checks):
+            return tf.identity(state), tf.identity(ids)
+
     def serving_default(self, prime, length, temperature, top_k, top_p, seed):
         batch = tf.shape(prime)[:1]
         return self._generate(prime, length, tf.fill(batch, temperature), tf.fill(batch, top_k),
@@ -203,6 +220,7 @@ class Generator:
         return {"state": state, "last_ids": last}
 
     def resume(self, state, last_ids, length, temperature, top_k, top_p, seed, index, offset):
+        state, last_ids = self._checked(state, last_ids, tf.shape(last_ids)[0])
         text, state, last = self._resume(state, last_ids, length, temperature, top_k, top_p,
                                          seed, index, offset)
         return {"text": text, "state": state, "last_ids": last}
@@ -212,7 +230,7 @@ class Generator:
         return self._score(text, tf.zeros([batch, self.state_size]), tf.fill([batch], self.start_id))
 
     def score_from(self, text, state, last_ids):
-        return self._score(text, state, last_ids)
+        return self._score(text, *self._checked(state, last_ids, tf.shape(text)[0]))
 
     def beam_search(self, prime, length, beam_width):
         tf.debugging.assert_non_negative(length, message="length must be >= 0")
@@ -228,6 +246,7 @@ class Generator:
         return {"text": text, "bits": -log_probability / tf.math.log(2.0)}
 
     def step(self, ids, state):
+        state, ids = self._checked(state, ids, tf.shape(ids)[0])
         logits, state = self.model([ids, state], training=False)
         return {"logits": logits, "state": state}
 
