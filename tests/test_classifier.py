@@ -160,7 +160,7 @@ def test_user_errors_are_one_line_without_a_traceback(trained, tmp_path, capsys)
         (["classify", "train", "gru", "--data", str(trained["data"]), "--max-time", "-3"],
          "max_time must be positive"),  # trained a step and exported it
         (["classify", "train", "gru", "--data", str(trained["data"]), "--epochs", "0"],
-         "epochs must be positive"),  # ran for the default 120 s
+         "epochs must be positive"),  # trained on: 0 read as no epoch limit
         (["classify", "predict", str(trained["run"]), ""], "at least one character"),
     ]:
         assert main(argv) == 2
