@@ -156,11 +156,13 @@ def test_user_errors_are_one_line_without_a_traceback(trained, tmp_path, capsys)
          "--set unrollings: unknown setting; valid: batch_size"),  # a language model's setting
         (["classify", "eval", str(tmp_path)], "config.json is missing"),
         (["classify", "train", "gru", "--data", str(trained["data"]), "--max-time", "nan"],
-         "max_time must be positive (or none), got nan"),  # ran until killed
+         "max_time must be positive and finite, got nan"),  # ran until killed
         (["classify", "train", "gru", "--data", str(trained["data"]), "--max-time", "-3"],
          "max_time must be positive"),  # trained a step and exported it
         (["classify", "train", "gru", "--data", str(trained["data"]), "--epochs", "0"],
          "epochs must be positive"),  # trained on: 0 read as no epoch limit
+        (["classify", "train", "gru", "--data", str(trained["data"]), "--set", "clip_norm=inf"],
+         "clip_norm must be positive and finite"),  # clipping to inf gives NaN
         (["classify", "predict", str(trained["run"]), ""], "at least one character"),
     ]:
         assert main(argv) == 2

@@ -62,13 +62,13 @@ def resolve(preset, data, overrides=None):
     config = ClassifierConfig(preset=preset.lower(), model=model, data=str(data), **overrides)
     if not (config.max_time or config.epochs):
         raise ValueError("a classifier run needs a limit: max_time or epochs")
-    for name in ("max_time", "epochs"):  # NaN would never run out, 0 or less would not train
-        if getattr(config, name) is not None and not getattr(config, name) > 0:
-            raise ValueError(f"{name} must be positive (or none), got {getattr(config, name)}")
+    # max_time and epochs may be None. NaN would never run out, 0 or less would not train,
+    # and clipping to inf gives NaN.
     for name in ("batch_size", "learning_rate", "clip_norm", "decay_rate", "decay_steps",
-                 "eval_every_seconds"):
-        if not getattr(config, name) > 0:
-            raise ValueError(f"{name} must be positive, got {getattr(config, name)}")
+                 "eval_every_seconds", "max_time", "epochs"):
+        value = getattr(config, name)
+        if value is not None and not 0 < value < float("inf"):
+            raise ValueError(f"{name} must be positive and finite, got {value}")
     return config
 
 

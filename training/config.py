@@ -196,9 +196,6 @@ def check(config):
     for name in ("learning_rate", "clip_norm", "decay_rate"):  # inf: clipping to inf gave NaN
         if not 0 < getattr(config, name) < float("inf"):
             raise ValueError(f"{name} must be positive and finite, got {getattr(config, name)}")
-    for name in ("eval_characters", "sample_length"):
-        if getattr(config, name) < 0:
-            raise ValueError(f"{name} must be zero or more, got {getattr(config, name)}")
     if config.batch_shards is not None and not (
             config.batch_shards > 0 and config.batch_size % config.batch_shards == 0):
         raise ValueError(f"batch_shards must be a positive divisor of batch_size "
@@ -210,7 +207,7 @@ def check(config):
                          f"strategy {config.strategy!r} trains in float32")
     if config.weight_average is not None and not 0 < config.weight_average < 1:
         raise ValueError(f"weight_average must be between 0 and 1 (or none), got {config.weight_average}")
-    for name in ("steps", "epochs", "max_time"):
+    for name in ("steps", "epochs", "max_time", "eval_characters", "sample_length"):
         value = getattr(config, name)
         if value is not None and not value >= 0:  # NaN too: it never ran out
             raise ValueError(f"{name} must be zero or more, got {value}")
